@@ -1,0 +1,3 @@
+from kitaeru.cli import main
+
+main()

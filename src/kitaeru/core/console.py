@@ -1,0 +1,63 @@
+"""Terminal output: one Rich console on stderr for progress and messages, tables for summaries.
+
+Progress and notices go to stderr so that ``--json`` output on stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterable, Iterator, Sequence, TypeVar
+
+from rich.console import Console
+from rich.table import Table
+
+T = TypeVar("T")
+
+console = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    console.print(message)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def _progress_disabled() -> bool:
+    return bool(os.environ.get("KITAERU_NO_PROGRESS")) or not sys.stderr.isatty() and bool(os.environ.get("CI"))
+
+
+def track(iterable: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """A progress bar over ``iterable`` (quiet when ``KITAERU_NO_PROGRESS`` is set or in CI logs)."""
+    if _progress_disabled():
+        yield from iterable
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield from progress.track(iterable, total=total, description=description)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*[_cell(v) for v in row])
+    return t
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], *, to_stdout: bool = True) -> None:
+    (stdout if to_stdout else console).print(table(title, columns, rows))

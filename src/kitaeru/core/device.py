@@ -1,0 +1,107 @@
+"""Device selection and the GPU tier.
+
+``--device auto`` picks the best available accelerator (cuda, then mps, then cpu); asking for a
+device that is not there is a :class:`DeviceError`, never a silent fall-back. The tier classifies
+the GPU by its memory, the way seed 002 did, so every recipe can size its work from one table.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+
+from .errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+class GpuTier(str, enum.Enum):
+    """GPU classes by memory: LOW < 6 GB, MEDIUM 6–12, HIGH 12–24, WORKSTATION ≥ 24, and CPU."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    WORKSTATION = "workstation"
+    CPU = "cpu"
+
+
+def tier_from_memory(total_gb: float | None) -> GpuTier:
+    """The tier of a GPU with ``total_gb`` of memory (``None`` = no GPU)."""
+    if total_gb is None:
+        return GpuTier.CPU
+    if total_gb < 6:
+        return GpuTier.LOW
+    if total_gb < 12:
+        return GpuTier.MEDIUM
+    if total_gb < 24:
+        return GpuTier.HIGH
+    return GpuTier.WORKSTATION
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What was chosen and why, recorded in every run's ``training_result.json``."""
+
+    device: str  # torch device string: "cuda", "cuda:1", "mps", "cpu"
+    requested: str
+    tier: GpuTier
+    name: str  # GPU model name or "cpu"
+    total_gb: float | None = None
+    free_gb: float | None = None
+    bf16: bool = False  # whether bf16 autocast is supported (Ampere+ or CPU)
+
+    @property
+    def type(self) -> str:
+        return self.device.split(":")[0]
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["tier"] = self.tier.value
+        return out
+
+
+def resolve_device(requested: str = "auto") -> DeviceInfo:
+    """Resolve ``auto|cuda|cuda:N|mps|cpu`` to an available device, or raise a one-line error."""
+    import torch
+
+    req = (requested or "auto").strip().lower()
+    base = req.split(":")[0]
+    if base not in DEVICE_CHOICES:
+        raise DeviceError(f"--device: unknown device '{requested}' (choose from {', '.join(DEVICE_CHOICES)})")
+    has_cuda = torch.cuda.is_available()
+    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if base == "auto":
+        req = "cuda" if has_cuda else "mps" if has_mps else "cpu"
+        base = req
+    if base == "cuda":
+        if not has_cuda:
+            raise DeviceError("--device cuda: no CUDA GPU is available on this machine (use --device cpu or auto)")
+        index = int(req.split(":")[1]) if ":" in req else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {req}: only {torch.cuda.device_count()} CUDA device(s) present")
+        free, total = torch.cuda.mem_get_info(index)
+        return DeviceInfo(
+            device=f"cuda:{index}" if ":" in req else "cuda",
+            requested=requested,
+            tier=tier_from_memory(total / 1024**3),
+            name=torch.cuda.get_device_name(index),
+            total_gb=round(total / 1024**3, 2),
+            free_gb=round(free / 1024**3, 2),
+            bf16=torch.cuda.is_bf16_supported(),
+        )
+    if base == "mps":
+        if not has_mps:
+            raise DeviceError("--device mps: Apple MPS is not available on this machine")
+        return DeviceInfo(device="mps", requested=requested, tier=GpuTier.MEDIUM, name="apple-mps")
+    return DeviceInfo(device="cpu", requested=requested, tier=GpuTier.CPU, name="cpu", bf16=False)
+
+
+def parse_tier(value: str | GpuTier | None) -> GpuTier | None:
+    """Parse a ``--gpu-tier`` value with a clear error listing the choices."""
+    if value is None or isinstance(value, GpuTier):
+        return value
+    try:
+        return GpuTier(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(t.value for t in GpuTier)
+        raise DeviceError(f"--gpu-tier: unknown tier '{value}' (choose from {choices})") from None

@@ -1,0 +1,230 @@
+"""Paths that may be local or remote (fsspec URLs), and writes that never leave half a file.
+
+* Every input path may be a local path or a URL that fsspec understands (``s3://``, ``gs://``,
+  ``memory://``, ``file://``...). :func:`local_copy` gives a local path for libraries that need one.
+* Outputs are always produced in a local folder and uploaded afterwards (:func:`output_dir`), so a
+  crashed run never leaves a partial object in a bucket.
+* :func:`atomic_write` and friends write to a temporary file beside the target and ``os.replace``
+  it into place, so readers see either the old file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .errors import DataError, KitaeruError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for fsspec URLs other than plain local files."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def _strip_file_scheme(path: str | os.PathLike) -> str:
+    text = str(path)
+    return text[len("file://"):] if text.startswith("file://") else text
+
+
+def filesystem(url: str):
+    """The fsspec filesystem and in-filesystem path for ``url`` (clear hint if a back-end is missing)."""
+    import fsspec
+
+    try:
+        fs, _, paths = fsspec.get_fs_token_paths(url)
+    except ImportError as exc:
+        protocol = url.split("://", 1)[0]
+        raise KitaeruError(
+            f"{url}: no filesystem driver for '{protocol}://' ({exc}); "
+            "install it with: pip install 'kitaeru[cloud]'"
+        ) from exc
+    return fs, paths[0]
+
+
+def exists(path: str | os.PathLike) -> bool:
+    if is_remote(path):
+        fs, p = filesystem(str(path))
+        return fs.exists(p)
+    return Path(_strip_file_scheme(path)).exists()
+
+
+def open_input(path: str | os.PathLike, mode: str = "rb") -> IO:
+    """Open a local path or fsspec URL for reading."""
+    if is_remote(path):
+        fs, p = filesystem(str(path))
+        if not fs.exists(p):
+            raise DataError(f"{path}: not found")
+        return fs.open(p, mode)
+    local = Path(_strip_file_scheme(path))
+    if not local.exists():
+        raise DataError(f"{local}: not found")
+    return open(local, mode)
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """Join path parts for local paths and URLs alike."""
+    text = str(base)
+    if is_remote(text):
+        return "/".join([text.rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(Path(_strip_file_scheme(text), *parts))
+
+
+def list_files(
+    root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS, recursive: bool = True
+) -> list[str]:
+    """Sorted files under ``root`` (local folder or URL) whose suffix is in ``extensions``.
+
+    Remote results keep their protocol prefix so they can be opened with :func:`open_input`.
+    """
+    exts = tuple(e.lower() for e in extensions)
+    if is_remote(root):
+        fs, p = filesystem(str(root))
+        if not fs.exists(p) or not fs.isdir(p):
+            raise DataError(f"{root}: not found or not a folder")
+        found = fs.find(p) if recursive else fs.ls(p, detail=False)
+        return sorted(fs.unstrip_protocol(f) for f in found if f.lower().endswith(exts))
+    local = Path(_strip_file_scheme(root))
+    if not local.is_dir():
+        raise DataError(f"{local}: not found or not a folder")
+    pattern = "**/*" if recursive else "*"
+    return sorted(str(f) for f in local.glob(pattern) if f.is_file() and f.suffix.lower() in exts)
+
+
+@contextlib.contextmanager
+def local_copy(path: str | os.PathLike) -> Iterator[Path]:
+    """A local path to ``path``: itself when local, else a temporary download removed afterwards."""
+    if not is_remote(path):
+        local = Path(_strip_file_scheme(path))
+        if not local.exists():
+            raise DataError(f"{local}: not found")
+        yield local
+        return
+    fs, p = filesystem(str(path))
+    if not fs.exists(p):
+        raise DataError(f"{path}: not found")
+    with tempfile.TemporaryDirectory(prefix="kitaeru-in-") as tmp:
+        target = Path(tmp) / Path(p.rstrip("/")).name
+        fs.get(p, str(target), recursive=fs.isdir(p))
+        yield target
+
+
+def upload_dir(local_dir: str | os.PathLike, url: str) -> None:
+    """Copy a local folder's contents to a remote URL (objects appear only once complete)."""
+    fs, p = filesystem(url)
+    local_dir = Path(local_dir)
+    for f in sorted(local_dir.rglob("*")):
+        if f.is_file():
+            rel = f.relative_to(local_dir).as_posix()
+            fs.put_file(str(f), f"{p.rstrip('/')}/{rel}")
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike, *, keep_local: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A local folder to write outputs into; uploaded to ``path`` at the end when it is a URL.
+
+    For a local ``path`` the folder itself is created (with a clear error when it cannot be) and
+    yielded. For a URL, outputs go to ``keep_local`` (or a temporary folder) and are uploaded only
+    when the block finishes without an exception.
+    """
+    if not is_remote(path):
+        local = Path(_strip_file_scheme(path))
+        ensure_writable_dir(local)
+        yield local
+        return
+    if keep_local is not None:
+        local = Path(keep_local)
+        ensure_writable_dir(local)
+        yield local
+        upload_dir(local, str(path))
+        return
+    with tempfile.TemporaryDirectory(prefix="kitaeru-out-") as tmp:
+        yield Path(tmp)
+        upload_dir(tmp, str(path))
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and check it is writable, with a one-line error otherwise."""
+    local = Path(path)
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KitaeruError(f"{local}: cannot create output folder ({exc.strerror or exc})") from exc
+    if not local.is_dir():
+        raise KitaeruError(f"{local}: exists and is not a folder")
+    if not os.access(local, os.W_OK | os.X_OK):
+        raise KitaeruError(f"{local}: output folder is not writable")
+    return local
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
+
+    Use it for libraries that write a file themselves (``torch.save``, ``faiss.write_index``,
+    ``pq.write_table``): a crash mid-write leaves ``target`` untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
+    return atomic_write_text(target, text + "\n")
+
+
+def _json_default(obj: Any):
+    """JSON for the values run evidence commonly holds: paths, numpy scalars/arrays, tensors."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars and torch tensors
+        return obj.tolist()
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file, with a one-line error naming the file and the position of a syntax error."""
+    with open_input(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a (local or remote) file to a local destination atomically."""
+    with atomic_path(dst) as tmp:
+        with open_input(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    return Path(dst)

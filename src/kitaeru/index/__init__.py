@@ -1,0 +1,1 @@
+"""Vector index build / load / search, with its metadata table."""

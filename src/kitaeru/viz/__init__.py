@@ -1,0 +1,1 @@
+"""Pictures of embeddings: UMAP projections, scatter plots and interactive maps."""

@@ -1,0 +1,79 @@
+"""Shared test fixtures: the real sample data in ../shared/data and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Tests never open a progress bar or reach for a hub.
+os.environ.setdefault("KITAERU_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("KITAERU_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real sample data); tests that need it skip with a reason when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample data not found at {SHARED_DATA} (set KITAERU_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the real ``kitaeru`` CLI in-process: ``cli("multimodal", "train", ...)`` → CliResult."""
+
+    def invoke(*args: str) -> CliResult:
+        from kitaeru.cli import run
+
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return invoke
+
+
+@pytest.fixture
+def cli_subprocess():
+    """Run ``kitaeru`` as a separate process (the installed console script's code path)."""
+
+    def invoke(*args: str, timeout: float = 600, env: dict | None = None) -> CliResult:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kitaeru", *[str(a) for a in args]],
+            capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return invoke
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip cleanly on machines without CUDA."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
