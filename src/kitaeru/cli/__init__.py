@@ -22,6 +22,11 @@ from kitaeru import __version__
 # name -> (module exposing ``app``, one-line help shown by ``kitaeru --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
     "multimodal": ("kitaeru.cli.multimodal", "Train/evaluate/search contrastive text-image(-time-series) scene embeddings (seed 000)."),
+    "embed": ("kitaeru.cli.embed", "Embed images (or texts) with a ViT/CNN/CLIP encoder into Parquet or .npy (seed 001)."),
+    "index": ("kitaeru.cli.index", "Build, extend, search and evaluate Faiss indexes over embeddings (seed 001)."),
+    "serve": ("kitaeru.cli.serve", "Serve text/image search over a multimodal output or a Faiss index (FastAPI + uvicorn)."),
+    "map": ("kitaeru.cli.map", "Draw a UMAP map (PNG, interactive HTML, JSON) of embeddings or a multimodal vector DB."),
+    "detect": ("kitaeru.cli.detect", "Fine-tune YOLOv8 on Ultralytics: GPU-tier plans, OOM recovery, TensorBoard, LLRD, copy-paste, ONNX (seed 002)."),
     "sample": ("kitaeru.cli.sample", "Write built-in sample datasets (driving scenes, documents) to a folder."),
 }
 

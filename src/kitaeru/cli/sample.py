@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="Write built-in sample datasets to a folder.", no_args_is_help=True)
@@ -10,3 +12,22 @@ app = typer.Typer(help="Write built-in sample datasets to a folder.", no_args_is
 @app.callback()
 def sample() -> None:
     """Write built-in sample datasets (driving scenes, document templates) to a folder."""
+
+
+@app.command("scenes")
+def scenes(
+    out: Path = typer.Option(..., "--out", help="Folder to write scenes_metadata.json, images/ and timeseries/ into."),
+    num_scenes: int = typer.Option(320, "--num-scenes", help="How many scenes to generate."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the generator (the same seed gives the same scenes)."),
+    timeseries: bool = typer.Option(True, "--timeseries/--no-timeseries", help="Also write timeseries/<scene_id>.npy (T, 6)."),
+) -> None:
+    """Generated driving scenes (English + Japanese captions, matching pictures and time series).
+
+    Example: kitaeru sample scenes --out data/scenes --num-scenes 200
+    """
+    from kitaeru.core.console import info
+    from kitaeru.data.sample_scenes import write_sample_scenes
+
+    folder = write_sample_scenes(out, num_scenes, seed=seed, timeseries=timeseries)
+    info(f"wrote {num_scenes} scenes to {folder} (scenes_metadata.json, images/" + (", timeseries/)" if timeseries else ")"))
+    typer.echo(str(folder))

@@ -309,7 +309,7 @@ def _read_npy(path: str, ids_start: int) -> Embeddings:
         if EMBEDDING_COLUMN in meta.column_names:
             meta = meta.drop_columns([EMBEDDING_COLUMN])
     else:
-        info, meta = EmbeddingInfo(), pa.table({})
+        info, meta = EmbeddingInfo(), pa.table({"path": pa.nulls(len(vectors), pa.string())})
     info.dim = vectors.shape[1]
     return Embeddings(vectors=vectors, metadata=_with_ids(meta, len(vectors), ids_start), info=info, source=path)
 

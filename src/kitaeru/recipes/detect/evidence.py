@@ -1,0 +1,199 @@
+"""Ultralytics callbacks that write kitaeru's run evidence and keep count of what really happened.
+
+Per epoch: one row in ``results.csv`` (epoch, seconds, box/cls/dfl loss, precision, recall,
+mAP50, mAP50-95, validation losses, lr) and the same numbers as TensorBoard scalars, through
+:class:`~kitaeru.core.run.RunFolder`. Ultralytics' own CSV is moved to ``ultralytics_results.csv``
+so the two never write the same file. Each training attempt (a fresh start, a resume after an
+out-of-memory step) is recorded with the epoch it started at, which is what proves a recovery
+resumed rather than restarted. Ultralytics' final validation of ``best.pt`` gives the final metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from kitaeru.core.run import RunFolder
+
+ULTRALYTICS_CSV = "ultralytics_results.csv"
+ANALYTICS_MODULES = ("ultralytics.utils.events", "ultralytics.utils.callbacks.platform")
+FINAL_METRICS = ("mAP50", "mAP50-95", "precision", "recall")
+
+
+@dataclass
+class Attempt:
+    """One call into Ultralytics' trainer."""
+
+    number: int
+    mode: str
+    plan: dict[str, Any]
+    start_epoch: int | None = None  # 1-based first epoch this attempt trained
+    epochs_trained: int = 0
+    outcome: str = "running"
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingState:
+    """What the callbacks learn during a run (across attempts)."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    last_epoch: int = 0  # last completed epoch (1-based) of the model now being trained
+    trained_model: str | None = None
+    final_metrics: dict[str, float] | None = None
+    epoch_metrics: dict[str, float] = field(default_factory=dict)
+    optimizer_groups: list[dict[str, Any]] | None = None
+    dataset_check: dict[str, Any] | None = None
+    batch_reductions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def current(self) -> Attempt:
+        return self.attempts[-1]
+
+
+def metric_name(key: str) -> str:
+    """``metrics/mAP50(B)`` → ``mAP50``; ``val/box_loss`` → ``val_box_loss``; ``train/box_loss`` → ``box_loss``."""
+    if key.startswith("metrics/"):
+        name = key[len("metrics/"):]
+        return name[:-3] if name.endswith("(B)") else name
+    if key.startswith("val/"):
+        return "val_" + key[len("val/"):]
+    if key.startswith("train/"):
+        return key[len("train/"):]
+    return key.replace("/", "_")
+
+
+def named_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (metrics or {}).items():
+        try:
+            out[metric_name(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class EvidenceCallbacks:
+    """The callbacks of one run; :meth:`register` adds them (and any extra ones) to a YOLO model."""
+
+    def __init__(
+        self,
+        run: RunFolder,
+        state: TrainingState,
+        *,
+        strip_analytics: bool = True,
+        expected_images: Mapping[str, Sequence[Path]] | None = None,
+    ):
+        self.run = run
+        self.state = state
+        self.strip_analytics = strip_analytics
+        self.expected_images = expected_images or {}
+        self._epoch_open = False
+        self._epoch_started = time.time()
+
+    def register(self, yolo, extra: Mapping[str, Iterable[Callable]] | None = None) -> None:
+        for event in ("on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_epoch_start",
+                      "on_train_epoch_end", "on_fit_epoch_end", "on_train_end"):
+            yolo.add_callback(event, getattr(self, event))
+        for event, callbacks in (extra or {}).items():
+            for callback in callbacks:
+                yolo.add_callback(event, callback)
+
+    # ---- Ultralytics events ----------------------------------------------------------------
+    def on_pretrain_routine_start(self, trainer) -> None:
+        if not self.strip_analytics:
+            return
+        for callbacks in trainer.callbacks.values():
+            # In place: Ultralytics is iterating this event's list right now; the analytics
+            # callbacks come after ours, so removing them is safe and they never run.
+            callbacks[:] = [c for c in callbacks if getattr(c, "__module__", "") not in ANALYTICS_MODULES]
+
+    def on_pretrain_routine_end(self, trainer) -> None:
+        trainer.csv = Path(trainer.save_dir) / ULTRALYTICS_CSV
+        self.state.current.start_epoch = int(trainer.start_epoch) + 1
+        if os.environ.get("KITAERU_LLRD_DECAY"):
+            from .llrd import summarize_groups
+
+            self.state.optimizer_groups = summarize_groups(trainer.optimizer)
+        if self.state.dataset_check is None:
+            self.state.dataset_check = {
+                split: dataset_report(loader, self.expected_images.get(split, ()))
+                for split, loader in (("train", trainer.train_loader), ("val", trainer.test_loader))
+            }
+
+    def on_train_epoch_start(self, trainer) -> None:
+        self._epoch_started = time.time()
+
+    def on_train_epoch_end(self, trainer) -> None:
+        self._epoch_open = True
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        if not self._epoch_open:
+            # Ultralytics' final validation of best.pt reports through this event too.
+            self.state.final_metrics = named_metrics(trainer.metrics)
+            return
+        self._epoch_open = False
+        row: dict[str, Any] = {"epoch": int(trainer.epoch) + 1, "seconds": round(time.time() - self._epoch_started, 3)}
+        row.update(named_metrics(trainer.label_loss_items(trainer.tloss, prefix="train")))
+        row.update(named_metrics(trainer.metrics))
+        row["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
+        self.run.log_epoch(row)
+        self.state.last_epoch = row["epoch"]
+        self.state.epoch_metrics = {k: row[k] for k in FINAL_METRICS if k in row}
+        attempt = self.state.current
+        attempt.epochs_trained += 1
+        planned = int(attempt.plan.get("batch", 0) or 0)
+        if planned and int(trainer.batch_size) < planned:
+            # Ultralytics halves the batch itself on an OOM in the first epoch; keep the plan honest.
+            self.state.batch_reductions.append(
+                {"step": "ultralytics_first_epoch_halving", "change": f"batch {planned} -> {int(trainer.batch_size)}",
+                 "epoch": row["epoch"]}
+            )
+            attempt.plan["batch"] = int(trainer.batch_size)
+
+    def on_train_end(self, trainer) -> None:
+        if self.state.final_metrics is None:
+            self.state.final_metrics = named_metrics(trainer.metrics)
+
+
+def dataset_report(loader, expected: Sequence[Path]) -> dict[str, Any]:
+    """What Ultralytics' own image/label checks kept of a split, and which images it dropped (with why)."""
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or not hasattr(dataset, "im_files"):
+        return {"available": False}
+    used = {os.path.abspath(p) for p in dataset.im_files}
+    total = len(getattr(dataset, "label_files", None) or dataset.im_files)
+    dropped = [str(p) for p in expected if os.path.abspath(p) not in used]
+    reasons = _cache_messages(dataset)
+    items = []
+    for path in dropped:
+        reason = next((m for m in reasons if path in m), "dropped by Ultralytics' checks")
+        items.append({"path": path, "reason": _short(reason, path)})
+    return {"available": True, "images": total, "used": len(used), "dropped": len(items), "items": items}
+
+
+def _cache_messages(dataset) -> list[str]:
+    """Ultralytics keeps its per-image warnings in the label cache file (when it could write one)."""
+    label_files = getattr(dataset, "label_files", None)
+    if not label_files:
+        return []
+    cache = Path(label_files[0]).parent.with_suffix(".cache")
+    if not cache.is_file():
+        return []
+    try:
+        from ultralytics.data.utils import load_dataset_cache_file
+
+        return [str(m) for m in load_dataset_cache_file(cache).get("msgs", [])]
+    except Exception:  # noqa: BLE001 - a stale or foreign cache only loses the reasons, not the counts
+        return []
+
+
+def _short(message: str, path: str) -> str:
+    text = message.split(path, 1)[-1].lstrip(": ").strip()
+    return text[:300] or message[:300]

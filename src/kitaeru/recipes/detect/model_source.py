@@ -1,0 +1,94 @@
+"""Where the base model comes from: local weights, an architecture for random init, or a download.
+
+``--model`` accepts a ``.pt`` file, a ``.yaml`` architecture (random init; Ultralytics' own
+``yolov8n.yaml`` etc. are found by name) or a bare name (``yolov8m`` = ``yolov8m.pt``). A named
+checkpoint is looked for locally (the path itself, then Ultralytics' weights folder); offline and
+not found, training starts from the same architecture with random weights, with a notice, instead
+of waiting on a download. An explicit path that does not exist is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kitaeru.core.errors import ConfigError, DataError
+
+KNOWN_NAME = re.compile(r"^yolov8[nslmx]$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What Ultralytics is handed (``load``) and how it was found."""
+
+    requested: str
+    load: str
+    kind: str  # "weights" | "architecture" | "download"
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"requested": self.requested, "load": self.load, "kind": self.kind, "note": self.note}
+
+
+def _is_bare_name(text: str) -> bool:
+    return "/" not in text and "\\" not in text
+
+
+def _find_architecture(name: str) -> str | None:
+    """The path of a model YAML Ultralytics ships (e.g. ``yolov8n.yaml``), or None."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        # Ultralytics maps a scaled name (yolov8n.yaml) onto its unified file (yolov8.yaml, scale n).
+        return str(yaml_model_load(name)["yaml_file"])
+    except (FileNotFoundError, AssertionError, OSError, TypeError, KeyError):
+        return None
+
+
+def resolve_model(spec: str, *, offline: bool) -> ModelSource:
+    """Turn ``--model`` into something Ultralytics can load without surprises (see module doc)."""
+    text = str(spec).strip()
+    if not text:
+        raise ConfigError("--model: empty")
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if suffix == "":
+        if not KNOWN_NAME.match(text):
+            raise ConfigError(f"--model {text}: expected .pt weights, a .yaml architecture or a name such as yolov8m")
+        path, suffix = Path(text + ".pt"), ".pt"
+    if suffix in (".yaml", ".yml"):
+        if path.is_file():
+            return ModelSource(text, str(path.resolve()), "architecture")
+        if _is_bare_name(text):
+            found = _find_architecture(path.name)
+            if found:
+                return ModelSource(text, path.name, "architecture")
+        raise DataError(f"--model {text}: architecture file not found")
+    if suffix != ".pt":
+        raise ConfigError(f"--model {text}: expected .pt weights, a .yaml architecture or a name such as yolov8m")
+    if path.is_file():
+        return ModelSource(text, str(path.resolve()), "weights")
+    if not _is_bare_name(str(path)):
+        raise DataError(f"--model {text}: weights file not found")
+    from ultralytics.utils import WEIGHTS_DIR
+
+    kept = Path(WEIGHTS_DIR) / path.name
+    if kept.is_file():
+        return ModelSource(text, str(kept), "weights")
+    if not offline:
+        return ModelSource(text, path.name, "download", "downloaded by Ultralytics if not cached")
+    architecture = path.with_suffix(".yaml").name
+    if _find_architecture(architecture):
+        return ModelSource(
+            text, architecture, "architecture",
+            f"no local weights for {path.name}; offline, so training starts from random init ({architecture}). "
+            "Pass --model path/to/weights.pt to fine-tune, or set offline: false to let Ultralytics download them",
+        )
+    raise DataError(f"--model {text}: no local weights and no architecture of that name (offline)")
+
+
+def model_scale(spec: str) -> str | None:
+    """The size letter (n/s/m/l/x) of anything named like yolov8m(.pt/.yaml), else None."""
+    match = re.search(r"yolov8([nslmx])", Path(str(spec)).name)
+    return match.group(1) if match else None

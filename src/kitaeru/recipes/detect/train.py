@@ -1,0 +1,279 @@
+"""``kitaeru detect train``: build data → plan resources → fit on Ultralytics → evaluate → save.
+
+* **data**: the ``data.yaml`` is checked (structure, folders, every label file), copy-paste
+  synthetic images are added when both folders are given, and a resolved copy is written into the
+  run folder for Ultralytics;
+* **plan**: tier table / free memory / explicit values (:mod:`.plan`), printed and recorded;
+* **fit**: Ultralytics' trainer with kitaeru's callbacks, inside the OOM ladder (:mod:`.session`);
+* **evaluate / save**: Ultralytics validates ``best.pt``; ``training_result.json`` holds the
+  metrics, the real epoch count, the plan, every OOM step; ``--export onnx`` exports and checks.
+
+:func:`resume_detector` continues an interrupted run from its ``weights/last.pt`` with the plan
+recorded in its ``training_result.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from kitaeru.core.config import load_config
+from kitaeru.core.console import info, print_table, warn
+from kitaeru.core.device import resolve_device
+from kitaeru.core.errors import ConfigError, DataError, KitaeruError
+from kitaeru.core.run import RESULT_JSON, RunFolder, timestamped_dir
+from kitaeru.core.storage import ensure_writable_dir, is_remote, read_json
+from kitaeru.data.yolo_dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
+
+from .config import PLAN_KEYS, RECIPE, DetectConfig
+from .plan import fit_plan, plan_detect
+from .session import LAST, TrainingSession, checkpoint_is_resumable
+from .ultralytics_env import prepare_ultralytics, settings_file
+
+# Set by kitaeru itself; a key=value argument may not change them.
+MANAGED_ARGS = {"data", "save_dir", "project", "name", "exist_ok", "resume", "mode", "task", "model"}
+Callbacks = Mapping[str, Iterable[Callable]]
+
+
+@dataclass
+class DetectRun:
+    """A finished run: its folder and the content of its ``training_result.json``."""
+
+    run_dir: Path
+    result: dict[str, Any]
+
+
+# ---- build data --------------------------------------------------------------------------------
+
+
+def load_dataset(config: DetectConfig) -> YoloDataset:
+    if not config.dataset:
+        raise ConfigError("--dataset is required (a YOLO data.yaml)")
+    dataset = load_data_yaml(config.dataset)
+    check_labels(dataset, ("train", "val"))
+    for split, summary in dataset.summaries.items():
+        if summary.problems:
+            first = summary.problems[0]
+            warn(f"{split}: {len(summary.problems)} image(s) skipped for bad labels, e.g. {first.label}: {first.reason}")
+    return dataset
+
+
+def build_synthetic(config: DetectConfig, dataset: YoloDataset, output_root: Path) -> tuple[dict[str, Any], list[Path]]:
+    """Copy-paste synthetic images for this run (or why there are none) and the folders to train on."""
+    if not config.dynamic_synthetic:
+        return {"enabled": False, "reason": "--no-dynamic-synthetic"}, []
+    missing = [name for name, value in (("--backgrounds-dir", config.backgrounds_dir), ("--annotated-dir", config.annotated_dir)) if not value]
+    if missing:
+        reason = f"{' and '.join(missing)} not given"
+        info(f"copy-paste synthesis skipped: {reason}")
+        return {"enabled": False, "reason": reason}, []
+    from kitaeru.data.copy_paste import synthesize, synthetic_count
+
+    real = dataset.summaries["train"].usable
+    count = synthetic_count(real, config.synthetic_ratio)
+    if count == 0:
+        return {"enabled": False, "reason": f"synthetic ratio {config.synthetic_ratio} x {real} real images = 0"}, []
+    cache_root = Path(config.synthetic_cache_dir) if config.synthetic_cache_dir else output_root / "synthetic_cache"
+    made = synthesize(config.annotated_dir, config.backgrounds_dir, dataset.names, count, cache_root, config.synthetic)
+    info(f"copy-paste synthesis: {made.count} images, {made.objects} objects ({'cache reused' if made.reused else 'new'}: {made.images_dir.parent})")
+    return {"enabled": True, "real_images": real, "ratio": config.synthetic_ratio, **made.as_dict(),
+            "skipped": made.skipped}, [made.images_dir]
+
+
+def ultralytics_arguments(config: DetectConfig) -> dict[str, Any]:
+    """Ultralytics training arguments from ``train:`` and ``key=value`` (validated by Ultralytics' own check)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+
+    extra = dict(config.ultralytics)
+    managed = sorted(k for k in extra if k in MANAGED_ARGS)
+    if managed:
+        raise ConfigError(f"{', '.join(managed)}=...: set by kitaeru (use --dataset, --model, --output or --resume)")
+    unknown = sorted(k for k in extra if k not in DEFAULT_CFG_DICT)
+    if unknown:
+        raise ConfigError(f"unknown Ultralytics argument(s): {', '.join(unknown)} (see Ultralytics' training settings)")
+    args = config.train.model_dump(exclude=set(PLAN_KEYS))
+    args.update({k: v for k, v in extra.items() if k not in PLAN_KEYS})
+    try:
+        get_cfg(overrides={k: v for k, v in args.items()})
+    except (TypeError, ValueError, SyntaxError, KeyError) as exc:
+        raise ConfigError(f"Ultralytics argument: {str(exc).strip().splitlines()[0]}") from None
+    return args
+
+
+def _check_local(value: str | None, option: str) -> None:
+    if value and is_remote(value):
+        raise ConfigError(f"{option} {value}: remote locations are not supported for detect (Ultralytics trains from local files)")
+
+
+# ---- train -------------------------------------------------------------------------------------
+
+
+def train_detector(config: DetectConfig, *, callbacks: Callbacks | None = None) -> DetectRun:
+    """Run ``detect train`` end to end (see module doc); ``callbacks`` are extra Ultralytics callbacks."""
+    for value, option in ((config.dataset, "--dataset"), (config.output, "--output"),
+                          (config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
+        _check_local(value, option)
+    device = resolve_device(config.device)
+    dataset = load_dataset(config)
+    prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
+    ul_args = ultralytics_arguments(config)
+    plan = plan_detect(config, device)
+    from .model_source import resolve_model
+
+    source = resolve_model(plan.values["model"], offline=config.offline)  # fail before creating anything
+    output_root = ensure_writable_dir(Path(config.output).expanduser().resolve())
+    synthetic, extra_train = build_synthetic(config, dataset, output_root)
+    run = RunFolder(timestamped_dir(output_root, config.run_prefix), tensorboard=config.tensorboard)
+    run.save_config(config)
+    run.record_skipped(p.as_skip() for p in dataset.problems)
+    run.record_skipped(synthetic.get("skipped", []))
+    data_yaml = write_resolved_yaml(dataset, run.path / "data.yaml", extra_train)
+    print_table("detect resource plan", ["setting", "value", "from"], plan.rows(), to_stdout=False)
+    for note in plan.notes:
+        info(note)
+    resource_plan = {**plan.as_dict(), "final": fit_plan(plan.values)}
+    session = TrainingSession(
+        config, run,
+        resource_plan=resource_plan,
+        ultralytics_args=ul_args,
+        data_yaml=data_yaml,
+        expected_images=_expected_images(dataset, extra_train),
+        fields=_fields(dataset, synthetic, source.as_dict()),
+        callbacks=callbacks,
+    )
+    try:
+        result = session.execute()
+    finally:
+        run.close()
+    _print_summary(run.path, result)
+    return DetectRun(run.path, result)
+
+
+def _expected_images(dataset: YoloDataset, extra_train: list[Path]) -> dict[str, list[Path]]:
+    bad = {p.image for p in dataset.problems}
+    train = [p for p in dataset.images("train") if str(p) not in bad] + list_split_images(extra_train)
+    val = [p for p in dataset.images("val") if str(p) not in bad]
+    return {"train": train, "val": val}
+
+
+def _fields(dataset: YoloDataset, synthetic: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    bad = {p.image for p in dataset.problems}
+    parity_image = next((str(p) for p in dataset.images("val") if str(p) not in bad), None)
+    return {
+        "dataset": {
+            "yaml": str(dataset.yaml_path),
+            "resolved_yaml": "data.yaml",
+            "classes": dataset.nc,
+            "splits": {k: v.as_dict() for k, v in dataset.summaries.items()},
+            "parity_image": parity_image,
+        },
+        "synthetic": {k: v for k, v in synthetic.items() if k != "skipped"},
+        "model_source": source,
+        "ultralytics": {"settings_file": str(settings_file())},
+    }
+
+
+def _print_summary(run_dir: Path, result: Mapping[str, Any]) -> None:
+    metrics = result.get("metrics") or {}
+    rows: list[tuple[str, Any]] = [
+        ("run folder", str(run_dir)),
+        ("best weights", result.get("best_model_path")),
+        *[(k, metrics.get(k)) for k in ("mAP50", "mAP50-95", "precision", "recall")],
+        ("epochs completed", f"{result.get('epochs_completed')} / {result.get('epochs_planned')}"),
+        ("training time (min)", result.get("training_time_minutes")),
+        ("OOM recoveries", len(result.get("oom_recoveries") or [])),
+        ("skipped inputs", (result.get("skipped_inputs") or {}).get("count", 0)),
+        ("tensorboard", result.get("tensorboard_url") or "off"),
+    ]
+    if result.get("export"):
+        rows.append(("onnx max |diff|", result["export"]["max_abs_diff"]))
+    print_table("detect train", ["field", "value"], rows)
+
+
+# ---- resume ------------------------------------------------------------------------------------
+
+
+def find_run(reference: str, output: str | os.PathLike) -> Path:
+    """The run folder a ``--resume`` value names: a folder, its ``weights/last.pt``, or ``latest``."""
+    if reference == "latest":
+        root = Path(output)
+        candidates = []
+        for result in root.glob(f"*/{RESULT_JSON}") if root.is_dir() else []:
+            try:
+                status = read_json(result).get("status")
+            except KitaeruError:
+                continue
+            if status != "completed":
+                candidates.append(result.parent)
+        if not candidates:
+            raise DataError(f"--resume latest: no unfinished run under {root}")
+        return max(candidates, key=lambda p: (p / RESULT_JSON).stat().st_mtime)
+    path = Path(reference).expanduser().resolve()
+    if path.is_file() and path.name.endswith(".pt"):
+        path = path.parent.parent if path.parent.name == "weights" else path.parent
+    if not path.is_dir():
+        raise DataError(f"--resume {reference}: no such run folder")
+    if not (path / RESULT_JSON).is_file():
+        raise DataError(f"--resume {path}: not a detect run folder (no {RESULT_JSON})")
+    return path
+
+
+def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: Callbacks | None = None) -> DetectRun:
+    """Continue an interrupted run from its ``weights/last.pt`` with its recorded plan.
+
+    ``overrides`` are the flags given with ``--resume``: the ladder's knobs (batch, imgsz,
+    workers, cache), the device, TensorBoard and export settings may change; dataset, model and
+    epochs may not (Ultralytics resumes the checkpoint's run as it was).
+    """
+    run_dir = find_run(reference, overrides.get("output") or DetectConfig().output)
+    previous = read_json(run_dir / RESULT_JSON)
+    if previous.get("status") == "completed":
+        raise DataError(f"--resume {run_dir}: the run already finished ({previous.get('epochs_completed')} epochs); start a new run instead")
+    last = run_dir / LAST
+    if not last.is_file():
+        raise DataError(f"--resume {run_dir}: no {LAST} (the run stopped before its first epoch ended); start a new run instead")
+    resumable, epoch = checkpoint_is_resumable(last)
+    if not resumable:
+        raise DataError(f"--resume {run_dir}: {LAST} is a finished model (no optimizer state); start a new run instead")
+    saved = load_config(DetectConfig, RECIPE, config_file=run_dir / "config.yaml")
+    for key in ("dataset", "model", "epochs"):
+        if key in overrides and overrides[key] != getattr(saved, key):
+            raise ConfigError(f"--{key} cannot change when resuming (the run used {getattr(saved, key)!r})")
+    config = load_config(DetectConfig, RECIPE, config_file=run_dir / "config.yaml",
+                         overrides={k: v for k, v in overrides.items() if k != "output"})
+    data_yaml = run_dir / "data.yaml"
+    if not data_yaml.is_file():
+        raise DataError(f"--resume {run_dir}: data.yaml of the run is missing")
+    device = resolve_device(config.device)
+    prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
+    ul_args = ultralytics_arguments(config)
+    resource_plan = dict(previous.get("resource_plan") or {})
+    if "final" not in resource_plan or "values" not in resource_plan:
+        raise DataError(f"--resume {run_dir}: {RESULT_JSON} has no resource plan")
+    resource_plan["device"] = device.as_dict()
+    final = dict(resource_plan["final"])
+    final.update({k: overrides[k] for k in ("batch", "imgsz", "workers", "cache") if overrides.get(k) is not None})
+    resource_plan["final"] = final
+    info(f"resuming {run_dir} after epoch {epoch} of {resource_plan['values'].get('epochs')} with plan {final}")
+    run = RunFolder(run_dir, tensorboard=config.tensorboard)
+    run.record_skipped((previous.get("skipped_inputs") or {}).get("items", []))
+    fields = {k: previous[k] for k in ("dataset", "synthetic", "model_source", "ultralytics") if k in previous}
+    session = TrainingSession(
+        config, run,
+        resource_plan=resource_plan,
+        ultralytics_args=ul_args,
+        data_yaml=data_yaml,
+        expected_images={},  # Ultralytics' dataset check of the first session is kept (below)
+        fields=fields,
+        callbacks=callbacks,
+        previous=previous,
+    )
+    session.state.dataset_check = (previous.get("dataset") or {}).get("ultralytics_check")
+    try:
+        result = session.execute(resume_first=True)
+    finally:
+        run.close()
+    _print_summary(run.path, result)
+    return DetectRun(run.path, result)

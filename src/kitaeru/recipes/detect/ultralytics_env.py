@@ -1,0 +1,184 @@
+"""Ultralytics, offline and private by default.
+
+Out of the box Ultralytics writes a settings file into the user's home, sends usage analytics,
+downloads a font for its plots and a checkpoint for its AMP check, and downloads weights named
+like ``yolov8m.pt``. Without a network some of these wait on time-outs. Here:
+
+* before the first import, ``YOLO_CONFIG_DIR`` points at a private folder owned by kitaeru
+  (``$KITAERU_ULTRALYTICS_DIR``, else ``<tmp>/kitaeru-<uid>/ultralytics``) unless the user opts in
+  to their own settings (``ultralytics_home_settings``) or already set ``YOLO_CONFIG_DIR``;
+  ``YOLO_OFFLINE=1`` and ``YOLO_AUTOINSTALL=false`` when offline;
+* the private settings turn analytics (``sync``) and every third-party logger off and keep
+  weights/runs/datasets folders inside the private folder; analytics are off in any case;
+* a local font (matplotlib's DejaVu Sans) stands in for Arial, so plots never download one;
+* while kitaeru drives Ultralytics (:func:`guarded`), downloads fail at once instead of trying the
+  network, so the AMP check is skipped offline exactly as Ultralytics does when it cannot download;
+  and Ultralytics' console output goes to stderr, keeping stdout for kitaeru's summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from kitaeru.core.errors import require
+
+FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
+INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+
+
+def private_dir() -> Path:
+    """kitaeru's own folder for Ultralytics' settings, fonts and any weights it keeps."""
+    env = os.environ.get("KITAERU_ULTRALYTICS_DIR")
+    if env:
+        return Path(env).expanduser()
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"kitaeru-{uid}" / "ultralytics"
+
+
+def _local_font() -> Path | None:
+    try:
+        import matplotlib
+
+        font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return font if font.is_file() else None
+    except ImportError:  # pragma: no cover - matplotlib is a core dependency
+        return None
+
+
+def _install_fonts(config_dir: Path) -> None:
+    font = _local_font()
+    if font is None:
+        return
+    config_dir.mkdir(parents=True, exist_ok=True)
+    for name in FONT_NAMES:
+        target = config_dir / name
+        if not target.exists():
+            shutil.copyfile(font, target)
+
+
+def prepare_ultralytics(*, offline: bool = True, home_settings: bool = False):
+    """Import Ultralytics with kitaeru's environment (see module doc) and return the module."""
+    first_import = "ultralytics" not in sys.modules
+    private = private_dir()
+    if first_import:
+        if offline:
+            os.environ["YOLO_OFFLINE"] = "1"
+            os.environ["YOLO_AUTOINSTALL"] = "false"
+        if not home_settings and "YOLO_CONFIG_DIR" not in os.environ:
+            private.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.environ["YOLO_CONFIG_DIR"] = str(private)
+            _install_fonts(private / "Ultralytics")
+    with contextlib.redirect_stdout(sys.stderr):  # its first-import notices are not our output
+        ultralytics = require("ultralytics", "detect", "YOLO training")
+    import ultralytics.utils as ul_utils
+    from ultralytics.utils import SETTINGS
+
+    in_private = _is_inside(ul_utils.USER_CONFIG_DIR, private)
+    if in_private:
+        _install_fonts(Path(ul_utils.USER_CONFIG_DIR))
+        wanted = {
+            "sync": False,
+            **{key: False for key in INTEGRATIONS},
+            "weights_dir": str(private / "weights"),
+            "runs_dir": str(private / "runs"),
+            "datasets_dir": str(private / "datasets"),
+        }
+        changed = {k: v for k, v in wanted.items() if SETTINGS.get(k) != v}
+        if changed:
+            SETTINGS.update(changed)  # our own file: persisting is fine
+        ul_utils.WEIGHTS_DIR = Path(SETTINGS["weights_dir"])
+        ul_utils.RUNS_DIR = Path(SETTINGS["runs_dir"])
+        ul_utils.DATASETS_DIR = Path(SETTINGS["datasets_dir"])
+    else:
+        # The user's own settings file: change nothing on disk, only keep analytics off in memory.
+        dict.__setitem__(SETTINGS, "sync", False)
+    from ultralytics.utils import events
+
+    events.events.enabled = False
+    _log_to_stderr(ul_utils.LOGGER)
+    return ultralytics
+
+
+def settings_file() -> Path:
+    """Where the Ultralytics settings of this process live."""
+    import ultralytics.utils as ul_utils
+
+    return Path(ul_utils.SETTINGS_FILE)
+
+
+def _is_inside(path: Path | str, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class _CurrentStderr:
+    """A stream that always writes to whatever ``sys.stderr`` is now (pytest swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _log_to_stderr(logger) -> None:
+    import logging
+
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler.stream, _CurrentStderr):
+            handler.setStream(_CurrentStderr())
+
+
+def _refuse_download(*args, **kwargs):
+    url = kwargs.get("url") or (args[0] if args else "")
+    raise ConnectionError(f"download of {url} refused: kitaeru runs Ultralytics offline (offline: false allows it)")
+
+
+def _no_github_assets(*args, **kwargs):
+    return "", []
+
+
+def _no_update_check(*args, **kwargs) -> bool:
+    return False  # Ultralytics asks PyPI for a newer version before training when it believes it is online
+
+
+def _local_font_for(font: str = "Arial.ttf"):
+    import ultralytics.utils as ul_utils
+
+    own = Path(ul_utils.USER_CONFIG_DIR) / Path(font).name
+    if own.exists():
+        return own
+    return _local_font()
+
+
+@contextlib.contextmanager
+def guarded(offline: bool = True) -> Iterator[None]:
+    """While Ultralytics runs: no downloads when offline, local fonts, its console output on stderr."""
+    import ultralytics.data.utils as data_utils
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.downloads as downloads
+    import ultralytics.utils.plotting as plotting
+
+    patches = [(data_utils, "check_font", _local_font_for), (plotting, "check_font", _local_font_for),
+               (checks, "check_font", _local_font_for)]
+    if offline:
+        patches += [(downloads, "safe_download", _refuse_download), (downloads, "get_github_assets", _no_github_assets),
+                    (checks, "check_pip_update_available", _no_update_check)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    try:
+        for module, name, replacement in patches:
+            setattr(module, name, replacement)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)

@@ -1,0 +1,154 @@
+"""Use a trained output: reload its model, re-export it on data (``--skip-training``), evaluate
+recall on any scene folder, search the vector DB with a text or an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kitaeru.core.console import info, print_table, warn
+from kitaeru.core.device import DeviceInfo
+from kitaeru.core.errors import ConfigError, DataError
+from kitaeru.core.storage import is_remote
+from kitaeru.models.scene_query import (
+    IMAGE_PROJECTOR_FILE,
+    QUERY_ENCODER_FILE,
+    TEXT_PROJECTOR_FILE,
+    load_projector,
+    read_encoder_info,
+)
+
+from .config import MultimodalConfig
+from .features import CACHE_DIR, EncoderSpec, FrozenEncoders, SceneFeatures, SeriesSpec, extract_features
+from .model import FeatureTensors, SceneSearchModel, recall_by_direction
+
+
+def require_trained(out: Path, flag: str) -> dict[str, Any]:
+    """``query_encoder.json`` of ``out``, with a clear error when the output has no trained projectors."""
+    if is_remote(str(out)):
+        raise ConfigError(f"{flag} needs a local --output-dir holding trained projectors, not {out}")
+    missing = [n for n in (QUERY_ENCODER_FILE, TEXT_PROJECTOR_FILE, IMAGE_PROJECTOR_FILE) if not (out / n).is_file()]
+    if missing:
+        raise DataError(f"{flag}: {out} has no trained projectors ({', '.join(missing)} missing); run 'kitaeru multimodal train' first")
+    return read_encoder_info(out)
+
+
+def load_trained_model(out: Path, info_: dict[str, Any]) -> SceneSearchModel:
+    """The projectors (and time-series encoder) of a trained output as a :class:`SceneSearchModel`."""
+    series = info_.get("timeseries") or None
+    model = SceneSearchModel(int(info_["text_dim"]), int(info_["image_dim"]), int(info_["embed_dim"]),
+                             int(series["in_dim"]) if series else 0)
+    model.text_projector.load_state_dict(load_projector(out / info_["text_projector"], info_["text_dim"], info_["embed_dim"]).state_dict())
+    model.image_projector.load_state_dict(load_projector(out / info_["image_projector"], info_["image_dim"], info_["embed_dim"]).state_dict())
+    if series:
+        path = out / series["file"]
+        try:
+            model.series_encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: time-series encoder weights not found") from exc
+        except RuntimeError as exc:
+            raise DataError(f"{path}: weights do not fit the time-series encoder ({str(exc).splitlines()[0][:160]})") from exc
+    return model.eval()
+
+
+def _features_for(out: Path, info_: dict[str, Any], scenes, *, device: str, topics=(), workers: int = 2, batch_size: int = 32) -> SceneFeatures:
+    series = info_.get("timeseries") or None
+    spec = SeriesSpec(bool(series), int(series["steps"]) if series else 32, tuple(topics))
+    return extract_features(scenes, FrozenEncoders(EncoderSpec.from_info(info_), device), series=spec,
+                            cache_dir=out / CACHE_DIR, workers=workers, batch_size=batch_size)
+
+
+def _all_scenes(feats: SceneFeatures) -> FeatureTensors:
+    return FeatureTensors.build(feats.text, feats.owner, feats.image, feats.series)
+
+
+def export_trained(config: MultimodalConfig, device: DeviceInfo) -> dict[str, Any]:
+    """``--skip-training``: embed the data with the projectors already in ``--output-dir`` and write
+    ``vector_db.json`` + ``scenes_with_umap.json`` (the training evidence is kept; the export is
+    added to ``training_result.json`` under ``last_export``)."""
+    from kitaeru.core.run import RunFolder
+
+    from .data import load_scenes
+    from .save import export_vector_db
+    from .train import _data_label
+
+    out = Path(str(config.output_dir))
+    info_ = require_trained(out, "--skip-training")
+    fields = MultimodalConfig.model_fields
+    chosen = (config.text_encoder, config.image_encoder)
+    if chosen != (fields["text_encoder"].default, fields["image_encoder"].default) and chosen != (
+            info_["text_encoder"], info_["image_encoder"]):
+        warn(f"--skip-training uses the encoders the projectors were trained with ({info_['text_encoder']}, {info_['image_encoder']})")
+    scene_set = load_scenes(config, out)
+    feats = _features_for(out, info_, scene_set.scenes, device=device.device, topics=config.mcap_topics,
+                          workers=config.workers, batch_size=config.encode_batch_size)
+    model = load_trained_model(out, info_)
+    metrics = model.recall(_all_scenes(feats))
+    files = export_vector_db(model, feats, scene_set.scenes, out, data_dir=_data_label(config, scene_set.source),
+                             encoders={"text": info_["text_encoder"], "image": info_["image_encoder"]})
+    run = RunFolder(out)
+    run.record_skipped(scene_set.skipped + feats.skipped)
+    previous = run.read_result() or {}
+    kept = {k: v for k, v in previous.items() if k not in ("status", "library_versions", "finished_at", "skipped_inputs", "last_export")}
+    export = {"data": scene_set.source, "scenes": len(feats), "recall_all_scenes": recall_by_direction(metrics),
+              "files": files, "device": device.as_dict()}
+    run.write_result(previous.get("status", "exported"), **kept, last_export=export)
+    run.close()
+    print_table("recall of the trained projectors on all scenes", ["metric", "value"], sorted(metrics.items()))
+    print_table("files written", ["file", "path"], sorted(files.items()))
+    if config.s3_output:
+        from kitaeru.core.storage import upload_dir
+
+        upload_dir(out, config.s3_output)
+        export["uploaded_to"] = config.s3_output
+    return export
+
+
+def evaluate_output(output_dir: str, data_dir: str, *, device: str = "cpu", limit: int | None = None,
+                    mcap_topics=(), workers: int = 2) -> dict[str, Any]:
+    """Recall@1/5/10 both ways of a trained output on every readable scene of ``data_dir``."""
+    from kitaeru.data.scenes import load_scene_folder
+
+    out = Path(output_dir)
+    info_ = require_trained(out, "evaluate")
+    scene_set = load_scene_folder(data_dir, limit=limit)
+    feats = _features_for(out, info_, scene_set.scenes, device=device, topics=mcap_topics, workers=workers)
+    if len(feats) == 0:
+        raise DataError(f"{data_dir}: no readable scene to evaluate")
+    metrics = load_trained_model(out, info_).recall(_all_scenes(feats))
+    return {**recall_by_direction(metrics), "scenes": len(feats), "captions": int(len(feats.text)),
+            "skipped": len(scene_set.skipped) + len(feats.skipped), "data_dir": str(data_dir)}
+
+
+def search_output(output_dir: str, *, text: str | None = None, image: str | None = None, top_k: int = 5,
+                  device: str = "cpu") -> list[dict[str, Any]]:
+    """The ``top_k`` scenes of the output's vector DB nearest to a text or an image query."""
+    from kitaeru.data.vector_db import load_vector_db
+    from kitaeru.models.scene_query import load_query_encoder
+
+    if (text is None) == (image is None):
+        raise ConfigError("give exactly one of --text or --image")
+    if top_k < 1:
+        raise ConfigError(f"--top-k: must be at least 1 (got {top_k})")
+    out = Path(output_dir)
+    require_trained(out, "search")
+    db_path = out / "vector_db.json"
+    if not db_path.is_file():
+        raise DataError(f"{db_path}: not found; run 'kitaeru multimodal train' (or --skip-training) first")
+    db = load_vector_db(db_path)
+    encoder = load_query_encoder(out, device=device)
+    if text is not None:
+        if not text.strip():
+            raise ConfigError("--text: the query is empty")
+        query = encoder.encode_text([text])[0]
+    else:
+        from kitaeru.data.images import open_image
+
+        query = encoder.encode_images([open_image(image, min_side=encoder.info.get("image_size"))])[0]
+    info(f"searching {len(db)} scenes")
+    hits = db.search(query, top_k=top_k, against="image")
+    return [{"rank": r + 1, "scene_id": db.scenes[i].get("scene_id"), "score": round(score, 4),
+             "description": db.scenes[i].get("description", ""), "image_path": db.scenes[i].get("image_path", "")}
+            for r, (i, score) in enumerate(hits)]

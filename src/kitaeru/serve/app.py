@@ -1,0 +1,214 @@
+"""The FastAPI application: text and image search over one backend, with bounded inputs.
+
+Endpoints::
+
+    GET  /health          status, backend kind, item count, models
+    POST /text            form: query, top_k (1–100, default 5), search_in
+    POST /image           multipart: file (≤ 10 MB, an image), top_k, search_in
+    GET  /vector_db       the multimodal vector DB (versioned shape); 404 on an index server
+    GET  /image/{id}      a result's image, only from the served data folder
+    GET  /docs            OpenAPI documentation
+
+The backend is created once by the lifespan handler (models loaded at start-up); each request
+only encodes its query and searches. Search endpoints are plain functions, so FastAPI runs them
+in its thread pool and the event loop keeps accepting connections while a query is encoded.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from contextlib import asynccontextmanager
+from typing import Any, Callable, Optional
+
+from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from kitaeru import __version__
+from kitaeru.core.errors import DataError
+
+from .backend import SearchBackend, UnsupportedQuery, VectorDbUnavailable
+from .limits import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD_BYTES, BodySizeLimit
+from .safe_files import OutsideRootError
+
+TOP_K_MAX = 100
+QUERY_MAX_CHARS = 2000
+# Pixel bound for uploads: a 10 MB PNG of one colour can still decode to gigabytes.
+MAX_UPLOAD_PIXELS = 64_000_000
+
+
+def create_app(
+    load_backend: Callable[[], SearchBackend],
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    title: str = "kitaeru scene search",
+) -> FastAPI:
+    """The search API over the backend that ``load_backend`` creates once at start-up.
+
+    A :class:`~kitaeru.core.errors.KitaeruError` raised while loading is kept in
+    ``app.state.startup_error`` (the server refuses to start and the CLI prints it on one line).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.startup_error = None
+        try:
+            app.state.backend = await run_in_threadpool(load_backend)
+        except Exception as exc:
+            app.state.startup_error = exc
+            raise
+        yield
+        app.state.backend = None
+
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        description="Text and image search over scene/image embeddings (kitaeru serve).",
+        lifespan=lifespan,
+    )
+    app.state.startup_error = None
+    app.state.max_upload_bytes = int(max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=int(max_upload_bytes) + MULTIPART_OVERHEAD_BYTES,
+        detail=f"upload larger than the limit of {max_upload_bytes} bytes",
+    )
+
+    def backend_of(request: Request) -> SearchBackend:
+        backend = getattr(request.app.state, "backend", None)
+        if backend is None:
+            raise HTTPException(503, "the search backend is not loaded")
+        return backend
+
+    def target_for(backend: SearchBackend, search_in: Optional[str]) -> str:
+        if search_in is None or search_in == "":
+            return backend.search_targets[0]
+        if search_in not in backend.search_targets:
+            raise HTTPException(422, f"search_in: '{search_in}' is not one of {', '.join(backend.search_targets)}")
+        return search_in
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/health", summary="Server status and what it searches")
+    def health(request: Request) -> dict[str, Any]:
+        backend = backend_of(request)
+        return {
+            "status": "ok",
+            "version": __version__,
+            "backend": backend.kind,
+            "items": len(backend),
+            "text_queries": backend.supports_text,
+            "search_in": list(backend.search_targets),
+            "max_upload_bytes": request.app.state.max_upload_bytes,
+            **backend.describe(),
+        }
+
+    @app.post("/text", summary="Nearest scenes/images to a text query")
+    def search_text(
+        request: Request,
+        query: str = Form(..., min_length=1, max_length=QUERY_MAX_CHARS, description="The text to search for."),
+        top_k: int = Form(5, ge=1, le=TOP_K_MAX, description=f"How many results (1–{TOP_K_MAX})."),
+        search_in: Optional[str] = Form(None, description="What to compare with (see /health: search_in); default the first."),
+    ) -> dict[str, Any]:
+        backend = backend_of(request)
+        if not query.strip():
+            raise HTTPException(422, "query: empty text")
+        target = target_for(backend, search_in)
+        started = time.perf_counter()
+        try:
+            results = backend.search_text(query, top_k, target)
+        except UnsupportedQuery as exc:
+            raise HTTPException(400, str(exc)) from None
+        return _answer({"query": query}, top_k, target, results, started)
+
+    @app.post("/image", summary="Nearest scenes/images to an uploaded image")
+    def search_image(
+        request: Request,
+        file: UploadFile = File(..., description="The query image (JPEG, PNG, ...; at most 10 MB)."),
+        top_k: int = Form(5, ge=1, le=TOP_K_MAX, description=f"How many results (1–{TOP_K_MAX})."),
+        search_in: Optional[str] = Form(None, description="What to compare with (see /health: search_in); default the first."),
+    ) -> dict[str, Any]:
+        backend = backend_of(request)
+        target = target_for(backend, search_in)
+        limit = request.app.state.max_upload_bytes
+        data = file.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"upload larger than the limit of {limit} bytes")
+        image = decode_upload(data, file.filename or "upload", min_side=backend.query_image_size)
+        started = time.perf_counter()
+        try:
+            results = backend.search_image(image, top_k, target)
+        except UnsupportedQuery as exc:
+            raise HTTPException(400, str(exc)) from None
+        return _answer({"filename": file.filename}, top_k, target, results, started)
+
+    @app.get("/vector_db", summary="The multimodal vector DB (versioned shape)")
+    def vector_db(request: Request) -> Response:
+        backend = backend_of(request)
+        try:
+            path = backend.vector_db_file()
+            if path is not None:
+                return FileResponse(path, media_type="application/json")
+            return Response(backend.vector_db(), media_type="application/json")
+        except VectorDbUnavailable as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.get("/image/{item_id}", summary="The image of a search result (from the served data folder only)")
+    def item_image(
+        request: Request,
+        item_id: str = PathParam(..., max_length=512, description="A result's id (or a scene_id)."),
+    ) -> FileResponse:
+        backend = backend_of(request)
+        try:
+            real = backend.image_file(item_id)
+        except KeyError:
+            raise HTTPException(404, f"no item '{item_id}'") from None
+        except OutsideRootError:
+            raise HTTPException(403, "this image is outside the served data folder") from None
+        except FileNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        media = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
+        return FileResponse(real, media_type=media)
+
+    return app
+
+
+def decode_upload(data: bytes, name: str, min_side: int | None = None):
+    """The uploaded bytes as an RGB image, or an HTTP 400/413 naming the problem (JPEGs much larger
+    than ``min_side`` are decoded at reduced scale, as ``kitaeru embed`` decodes them)."""
+    from PIL import Image
+
+    from kitaeru.data.images import open_image
+
+    if not data:
+        raise HTTPException(400, f"{name}: empty upload")
+    try:
+        with Image.open(_bytes_io(data)) as probe:  # header only: refuse pixel bombs before decoding
+            width, height = probe.size
+    except Exception:  # noqa: BLE001 - anything PIL cannot identify is "not an image"
+        raise HTTPException(400, f"{name}: not an image (cannot identify the file format)") from None
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise HTTPException(413, f"{name}: {width}x{height} pixels is more than the limit of {MAX_UPLOAD_PIXELS}")
+    try:
+        return open_image(data, min_side=min_side)
+    except DataError as exc:
+        raise HTTPException(400, f"{name}: not a readable image ({str(exc).split(': ', 1)[-1]})") from None
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def _answer(head: dict[str, Any], top_k: int, target: str, results: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    return {
+        **head,
+        "top_k": top_k,
+        "search_in": target,
+        "took_ms": round((time.perf_counter() - started) * 1000, 3),
+        "results": results,
+    }

@@ -1,0 +1,143 @@
+"""detect: Ultralytics kept offline and private, LLRD groups, the TensorBoard server, key=value parsing."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kitaeru.core.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def ultralytics_module():
+    from kitaeru.recipes.detect.ultralytics_env import prepare_ultralytics
+
+    return prepare_ultralytics(offline=True)
+
+
+def test_settings_are_private_and_analytics_off(ultralytics_module):
+    import ultralytics.utils as ul_utils
+    from ultralytics.utils import SETTINGS, events
+
+    from kitaeru.recipes.detect.ultralytics_env import private_dir, settings_file
+
+    if os.environ.get("YOLO_CONFIG_DIR") != str(private_dir()):
+        pytest.skip("YOLO_CONFIG_DIR was chosen by the environment; kitaeru leaves it alone")
+    home = Path.home().resolve()
+    settings = settings_file().resolve()
+    assert settings.is_relative_to(private_dir().resolve())
+    assert not settings.is_relative_to(home / ".config")
+    assert SETTINGS["sync"] is False and events.events.enabled is False
+    assert all(SETTINGS[k] is False for k in ("wandb", "mlflow", "comet", "clearml", "dvc", "raytune", "tensorboard"))
+    assert Path(ul_utils.WEIGHTS_DIR).resolve().is_relative_to(private_dir().resolve())
+    assert ul_utils.ONLINE is False  # YOLO_OFFLINE was set before the first import
+
+
+def test_guard_refuses_downloads_and_supplies_a_local_font(ultralytics_module):
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.downloads as downloads
+
+    from kitaeru.recipes.detect.ultralytics_env import guarded
+
+    original = downloads.safe_download
+    with guarded(offline=True):
+        started = time.time()
+        with pytest.raises(ConnectionError, match="offline"):
+            downloads.attempt_download_asset("yolo26n.pt")
+        assert time.time() - started < 1  # no network attempt, no time-out
+        font = checks.check_font("Arial.ttf")
+        assert font is not None and Path(font).is_file()
+    assert downloads.safe_download is original  # restored afterwards
+
+
+def test_amp_check_is_skipped_offline_without_waiting(ultralytics_module, monkeypatch, capsys):
+    """On CUDA, Ultralytics' AMP check loads yolo26n.pt; offline it must give up at once, keeping AMP on."""
+    import torch
+    import ultralytics.utils.checks as checks
+
+    from kitaeru.recipes.detect.ultralytics_env import guarded
+
+    class FakeCudaModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+    model = FakeCudaModel()
+    monkeypatch.setattr(type(next(model.parameters())), "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "NVIDIA H100")
+    with guarded(offline=True):
+        started = time.time()
+        assert checks.check_amp(model) is True  # AMP stays on, as Ultralytics does offline
+        assert time.time() - started < 2
+    assert "checks skipped. Offline" in capsys.readouterr().err
+
+
+def test_llrd_groups_follow_depth_from_the_head(ultralytics_module):
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from kitaeru.recipes.detect.llrd import apply_llrd, layer_depths
+
+    model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    weights = [p for n, p in model.named_parameters() if p.ndim > 1]
+    biases = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([
+        {"params": weights, "lr": 0.01, "weight_decay": 5e-4, "param_group": "weight"},
+        {"params": biases, "lr": 0.01, "weight_decay": 0.0, "param_group": "bias"},
+    ])
+    groups = apply_llrd(optimizer, model, 0.9)
+    depths = layer_depths(model)
+    head = len(model.model) - 1
+    assert depths[f"model.{head}.cv2.0.0.conv.weight"] == 0 and depths["model.0.conv.weight"] == head
+    # Layers without parameters (upsample, concat) have no group; every other depth has one.
+    assert {g["depth"] for g in groups} == set(depths.values()) and max(depths.values()) == head
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(0.01 * 0.9 ** group["depth"])
+    assert optimizer.param_groups[0]["depth"] == 0 and optimizer.param_groups[0]["param_group"] == "weight"
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    # The settings of the group each part came from are kept.
+    assert {g["weight_decay"] for g in optimizer.param_groups if g["param_group"] == "bias"} == {0.0}
+    with pytest.raises(ValueError):
+        apply_llrd(optimizer, model, 0.0)
+
+
+def test_tensorboard_server_starts_answers_and_stops(tmp_path):
+    from kitaeru.recipes.detect.tensorboard_server import start_tensorboard
+
+    server = start_tensorboard(tmp_path / "tb", 0, log_file=tmp_path / "tb.log")
+    try:
+        assert server.url and server.url.startswith("http://localhost:")
+        assert server.wait_ready(60), (tmp_path / "tb.log").read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        server.stop()
+    assert server.process.poll() is not None
+
+
+def test_tensorboard_busy_port_is_reported(tmp_path):
+    import socket
+
+    from kitaeru.recipes.detect.tensorboard_server import start_tensorboard
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        server = start_tensorboard(tmp_path / "tb", port)
+    assert server.url is None and f"port {port} is in use" in server.reason
+
+
+def test_passthrough_arguments_are_parsed_as_yaml_scalars():
+    from kitaeru.cli.detect import parse_passthrough
+
+    assert parse_passthrough(["lr0=0.01", "cos_lr=true", "optimizer=SGD", "freeze=10"]) == {
+        "lr0": 0.01, "cos_lr": True, "optimizer": "SGD", "freeze": 10}
+    for bad in (["--epoch"], ["oops"], ["=3"]):
+        with pytest.raises(ConfigError, match="key=value"):
+            parse_passthrough(bad)
