@@ -233,3 +233,12 @@ def test_bad_inputs_give_one_line_errors(cli, images, tmp_path, shared_data):
     assert cli("embed", "--image-dir", images, "--out", shards, "--limit", "1", "--workers", "0", *TINY).exit_code == 0
     r = cli("embed", "--image-dir", images, "--out", shards, "--limit", "1", "--workers", "0", *TINY)
     assert r.exit_code == 2 and "already holds embedding shards" in r.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_path_bf16_channels_last_matches_cpu(cli, images, reference, tmp_path):
+    r = cli("embed", "--image-dir", images, "--out", tmp_path / "g.parquet", "--device", "cuda", "--workers", "2", *TINY)
+    assert r.exit_code == 0, r.stderr
+    got, cpu = by_path(tmp_path / "g.parquet"), by_path(reference)
+    assert set(got) == set(cpu)
+    assert min(float(got[p] @ cpu[p]) for p in cpu) > 0.99  # bf16 autocast: close to, not equal to, fp32

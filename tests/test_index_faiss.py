@@ -63,14 +63,17 @@ def test_every_type_finds_itself_and_survives_save_load(tmp_path, vectors, index
 
 def test_parameters_come_from_n_and_dim_and_can_be_overridden(vectors):
     params = faiss_index.default_params("ivfpq", 200_000, 768)
-    assert params["nlist"] == int(round(4 * np.sqrt(200_000))) and 768 % params["pq_m"] == 0 and params["pq_nbits"] == 8
+    assert params["nlist"] == int(round(4 * np.sqrt(200_000))) and 768 % params["pq_m"] == 0 and params["pq_nbits"] == 4
     small = faiss_index.default_params("ivfpq", 50, 768)
     assert small["nlist"] == 1 and 2 ** small["pq_nbits"] <= 50
     index = build_index(vectors, index_type="ivfpq", params={"nlist": 16, "nprobe": 4, "pq_m": 8, "k_factor": 4})
-    assert index.info.params == {"nlist": 16, "pq_m": 8, "pq_nbits": 8, "nprobe": 4, "k_factor": 4}
+    assert index.info.params == {"nlist": 16, "pq_m": 8, "pq_nbits": 4, "nprobe": 4, "k_factor": 4}
     import faiss
 
     assert faiss.extract_index_ivf(index.index).nprobe == 4
+    assert isinstance(faiss.downcast_index(faiss.extract_index_ivf(index.index)), faiss.IndexIVFPQFastScan)
+    classic = build_index(vectors, index_type="ivfpq", params={"pq_nbits": 8})
+    assert type(faiss.downcast_index(faiss.extract_index_ivf(classic.index))) is faiss.IndexIVFPQ
     hnsw = build_index(vectors, index_type="hnsw", params={"hnsw_m": 8, "ef_search": 20})
     assert hnsw.index.hnsw.efSearch == 20
     with pytest.raises(ConfigError, match="pq_m=5: must divide"):

@@ -17,7 +17,7 @@ def sample() -> None:
 @app.command("scenes")
 def scenes(
     out: Path = typer.Option(..., "--out", help="Folder to write scenes_metadata.json, images/ and timeseries/ into."),
-    num_scenes: int = typer.Option(320, "--num-scenes", help="How many scenes to generate."),
+    num_scenes: int = typer.Option(240, "--num-scenes", help="How many scenes to generate."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the generator (the same seed gives the same scenes)."),
     timeseries: bool = typer.Option(True, "--timeseries/--no-timeseries", help="Also write timeseries/<scene_id>.npy (T, 6)."),
 ) -> None:

@@ -47,7 +47,7 @@ def track(iterable: Iterable[T], description: str, total: int | None = None) -> 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
     t = Table(title=title, title_justify="left")
     for col in columns:
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # paths must stay whole (and copyable) in logs
     for row in rows:
         t.add_row(*[_cell(v) for v in row])
     return t

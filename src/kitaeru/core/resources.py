@@ -177,32 +177,37 @@ def fit_with_oom_recovery(
         except BaseException as exc:  # noqa: BLE001 - we re-raise everything that is not OOM
             if not is_out_of_memory(exc):
                 raise
-            _free_accelerator_memory()
-            message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            if not enabled:
-                raise OutOfMemoryGiveUp(
-                    f"out of memory with plan {plan} and OOM recovery disabled (--no-oom-recovery); "
-                    "lower --batch or the image size"
-                ) from exc
-            if len(steps) >= max_steps:
-                raise OutOfMemoryGiveUp(
-                    f"still out of memory after {len(steps)} recovery steps "
-                    f"({'; '.join(s.change for s in steps)}); lower the batch/image size or use a smaller model"
-                ) from exc
-            for candidate in ladder:
-                applied = candidate(plan)
-                if applied is not None:
-                    plan, change = applied
-                    record = OomRecovery(len(steps) + 1, candidate.__name__, change, message, dict(plan))
-                    steps.append(record)
-                    if on_step is not None:
-                        on_step(record)
-                    break
-            else:
-                raise OutOfMemoryGiveUp(
-                    f"out of memory and no recovery step applies to plan {plan}; use a smaller model or device"
-                ) from exc
-            resume = True
+            failure = exc
+        # Outside the handler: the failed attempt's traceback (and the GPU tensors its frames
+        # hold) is released only once we have left the except block.
+        message = str(failure).splitlines()[0][:200] if str(failure) else type(failure).__name__
+        failure.__traceback__ = None
+        _free_accelerator_memory()
+        if not enabled:
+            raise OutOfMemoryGiveUp(
+                f"out of memory with plan {plan} and OOM recovery disabled (--no-oom-recovery); "
+                "lower --batch or the image size"
+            ) from failure
+        if len(steps) >= max_steps:
+            raise OutOfMemoryGiveUp(
+                f"still out of memory after {len(steps)} recovery steps "
+                f"({'; '.join(s.change for s in steps)}); lower the batch/image size or use a smaller model"
+            ) from failure
+        for candidate in ladder:
+            applied = candidate(plan)
+            if applied is not None:
+                plan, change = applied
+                record = OomRecovery(len(steps) + 1, candidate.__name__, change, message, dict(plan))
+                steps.append(record)
+                if on_step is not None:
+                    on_step(record)
+                break
+        else:
+            raise OutOfMemoryGiveUp(
+                f"out of memory and no recovery step applies to plan {plan}; use a smaller model or device"
+            ) from failure
+        del failure
+        resume = True
 
 
 def _free_accelerator_memory() -> None:

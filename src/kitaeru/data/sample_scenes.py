@@ -434,7 +434,7 @@ def generate_scene(index: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE, 
 
 def write_sample_scenes(
     out_dir: str | os.PathLike,
-    num_scenes: int = 320,
+    num_scenes: int = 240,
     *,
     seed: int = 0,
     timeseries: bool = True,

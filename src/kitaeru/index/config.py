@@ -26,10 +26,10 @@ class IndexBuildConfig(RecipeConfig):
         "ip", description="Similarity: ip = inner product (cosine on normalised embeddings), l2 = squared Euclidean distance."
     )
     nlist: Optional[PositiveInt] = Field(None, description="ivfpq: number of inverted lists (default ~4*sqrt(N)).")
-    pq_m: Optional[PositiveInt] = Field(None, description="ivfpq: PQ sub-quantisers, must divide dim (default dim/8 or the next divisor below).")
-    pq_nbits: Optional[PositiveInt] = Field(None, description="ivfpq: bits per PQ code (default 8; fewer for tiny N).")
+    pq_m: Optional[PositiveInt] = Field(None, description="ivfpq: PQ sub-quantisers, must divide dim (default dim/8 or the next even divisor below).")
+    pq_nbits: Optional[PositiveInt] = Field(None, description="ivfpq: bits per PQ code (default 4 = SIMD fast-scan codes; fewer for tiny N; 8 = classic PQ).")
     nprobe: Optional[PositiveInt] = Field(None, description="ivfpq: lists visited per query (default ~nlist/16, at least 8).")
-    k_factor: Optional[PositiveInt] = Field(None, description="ivfpq: candidates re-ranked exactly = k_factor * k (default 8).")
+    k_factor: Optional[PositiveInt] = Field(None, description="ivfpq: candidates re-ranked exactly = k_factor * k (default 16).")
     hnsw_m: Optional[PositiveInt] = Field(None, description="hnsw: graph neighbours per node, HNSW's M (default 32).")
     ef_construction: Optional[PositiveInt] = Field(None, description="hnsw: efConstruction, build-time search width (default 80).")
     ef_search: Optional[PositiveInt] = Field(None, description="hnsw: efSearch, query-time search width (default 96).")

@@ -114,19 +114,22 @@ def _metric_code(metric: str) -> int:
 
 
 # ---- parameters ----------------------------------------------------------------------------
-def _largest_divisor_at_most(n: int, limit: int) -> int:
-    for m in range(max(1, min(n, limit)), 0, -1):
-        if n % m == 0:
-            return m
-    return 1
+def _largest_divisor_at_most(n: int, limit: int, *, even: bool = False) -> int:
+    """The largest divisor of ``n`` not above ``limit`` (an even one when asked and one exists)."""
+    divisors = [m for m in range(max(1, min(n, limit)), 0, -1) if n % m == 0]
+    if even and any(m % 2 == 0 for m in divisors):
+        return next(m for m in divisors if m % 2 == 0)
+    return divisors[0] if divisors else 1
 
 
 def default_params(index_type: str, n: int, dim: int) -> dict[str, Any]:
     """Parameters for ``index_type`` chosen from the number of vectors ``n`` and ``dim``.
 
     * ivfpq: ``nlist ≈ 4·√n`` (at least 39 training points per list), ``pq_m`` = sub-quantisers of
-      about 8 dimensions each (a divisor of ``dim``), ``pq_nbits`` 8 (fewer for tiny ``n`` so PQ
-      can train), ``nprobe ≈ nlist/16`` (≥ 8), exact re-ranking of ``k_factor=8`` × k candidates.
+      about 8 dimensions each (an even divisor of ``dim``), ``pq_nbits`` 4 — Faiss's SIMD
+      "fast-scan" PQ, which trains in seconds and scans several times faster than 8-bit codes
+      (fewer bits for tiny ``n``; 8 can be asked for) — ``nprobe ≈ nlist/16`` (≥ 8), and exact
+      re-ranking of ``k_factor=16`` × k candidates.
     * hnsw: ``hnsw_m`` (HNSW's M) 32, ``ef_construction`` 80 (40 above 2M vectors), ``ef_search`` 96.
     """
     if index_type == "flat":
@@ -134,10 +137,10 @@ def default_params(index_type: str, n: int, dim: int) -> dict[str, Any]:
     if index_type == "ivfpq":
         nlist = int(round(4 * math.sqrt(n)))
         nlist = max(1, min(nlist, n // 39 if n >= 39 else 1, 65536))
-        nbits = 8 if n >= 256 * 4 else max(1, min(8, int(math.log2(max(2, n // 4)))))
-        m = _largest_divisor_at_most(dim, max(1, dim // 8))
+        nbits = 4 if n >= 16 * 4 else max(1, int(math.log2(max(2, n // 4))))
+        m = _largest_divisor_at_most(dim, max(1, dim // 8), even=True)
         nprobe = min(nlist, max(8, nlist // 16))
-        return {"nlist": nlist, "pq_m": m, "pq_nbits": nbits, "nprobe": nprobe, "k_factor": 8}
+        return {"nlist": nlist, "pq_m": m, "pq_nbits": nbits, "nprobe": nprobe, "k_factor": 16}
     if index_type == "hnsw":
         return {"hnsw_m": 32, "ef_construction": 80 if n <= 2_000_000 else 40, "ef_search": 96}
     raise ConfigError(f"--type: unknown index type '{index_type}' (choose from {', '.join(INDEX_TYPES)})")
@@ -310,7 +313,11 @@ def make_faiss_index(vectors: np.ndarray, index_type: str, metric: str, params: 
         index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
     elif index_type == "ivfpq":
         quantizer = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
-        base = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_m"]), int(params["pq_nbits"]), code)
+        nlist, m, nbits = int(params["nlist"]), int(params["pq_m"]), int(params["pq_nbits"])
+        if nbits == 4 and m % 2 == 0:  # 4-bit codes in pairs: the SIMD fast-scan layout
+            base = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, nbits, code)
+        else:
+            base = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, code)
         # Small lists/codebooks are chosen on purpose for small n: no "too few points" warnings.
         base.cp.min_points_per_centroid = base.pq.cp.min_points_per_centroid = 1
         # k-means on 64 points per centroid and 10 iterations: ~10x cheaper training than Faiss's

@@ -13,6 +13,7 @@ Both outputs live in the same space as ``vector_db.json``'s embeddings.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,20 +134,55 @@ def load_projector(path: str | os.PathLike, in_dim: int, out_dim: int, device: s
     return projector.to(device).eval()
 
 
-def load_query_encoder(output_dir: str | os.PathLike, device: str = "cpu") -> QueryEncoder:
-    """Everything needed to embed new queries, from a training output folder."""
-    from kitaeru.models.image_encoders import create_image_encoder
+def frozen_text_encoder(name: str, device: str = "cpu"):
+    """A frozen text encoder, loaded once per process for the same name and device."""
+    return _text_encoder(name, device)
+
+
+def frozen_image_encoder(
+    name: str, *, pretrained: str | None = "default", weights: str | None = None, image_size: int | None = None,
+    resize: str = "crop", device: str = "cpu",
+):
+    """A frozen image encoder, loaded once per process for the same settings (and weights file)."""
+    stamp = None
+    if weights:
+        try:
+            st = os.stat(weights)
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+    return _image_encoder(name, pretrained, weights, stamp, image_size, resize, device)
+
+
+# Frozen encoders never change, so one process (a test session, a notebook, a server) can share
+# them instead of paying their load time again; two entries each is enough for train + query.
+@functools.lru_cache(maxsize=2)
+def _text_encoder(name: str, device: str):
     from kitaeru.models.text_encoders import create_text_encoder
 
+    return create_text_encoder(name, device=device)
+
+
+@functools.lru_cache(maxsize=2)
+def _image_encoder(name, pretrained, weights, stamp, image_size, resize, device):
+    from kitaeru.models.image_encoders import create_image_encoder
+
+    return create_image_encoder(name, pretrained=pretrained, weights=weights, image_size=image_size, resize=resize, device=device)
+
+
+def load_query_encoder(output_dir: str | os.PathLike, device: str = "cpu") -> QueryEncoder:
+    """Everything needed to embed new queries, from a training output folder."""
     info = read_encoder_info(output_dir)
     weights = info.get("image_weights")
     if weights and not Path(weights).is_file():
         raise ConfigError(f"{Path(output_dir) / QUERY_ENCODER_FILE}: image weights file '{weights}' used in training is gone")
-    text_encoder = create_text_encoder(info["text_encoder"], device=device)
-    image_encoder = create_image_encoder(
+    text_encoder = frozen_text_encoder(info["text_encoder"], device=device)
+    image_encoder = frozen_image_encoder(
         info["image_encoder"], pretrained=info.get("image_pretrained") or "default", weights=weights,
-        image_size=info.get("image_size"), resize=info.get("image_resize", "crop"), device=device,
+        resize=info.get("image_resize", "crop"), device=device,
     )
+    if info.get("image_size") and image_encoder.image_size != int(info["image_size"]):
+        raise ConfigError(f"image encoder '{image_encoder.name}' takes {image_encoder.image_size}px images but was trained at {info['image_size']}px")
     for what, enc, key in (("text", text_encoder, "text_dim"), ("image", image_encoder, "image_dim")):
         if enc.dim != int(info[key]):
             raise ConfigError(f"{what} encoder '{enc.name}' gives {enc.dim}-d features but the projectors expect {info[key]}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from kitaeru.core.console import info, warn
-from kitaeru.core.errors import DataError
+from kitaeru.core.errors import DataError, KitaeruError
 from kitaeru.core.resources import (
     OomRecovery,
     Plan,
@@ -282,7 +282,7 @@ class TrainingSession:
 
         best = self.run.path / BEST
         weights = best if best.is_file() else self.run.path / LAST
-        image = self.fields["dataset"]["parity_image"]
+        image = self._parity_image()
         self.export = export_with_parity(
             weights, fmt=str(self.config.export), imgsz=int(self.current_plan["imgsz"]), image=image,
             tolerance=self.config.export_tolerance, offline=self.config.offline,
@@ -293,6 +293,17 @@ class TrainingSession:
                 f"ONNX export differs from PyTorch by {self.export['max_abs_diff']:.3g} "
                 f"(> tolerance {self.config.export_tolerance:g})"
             )
+
+    def _parity_image(self) -> str:
+        """A validation image Ultralytics accepted (a corrupt one would only test the decoder)."""
+        dropped = {item["path"] for item in ((self.state.dataset_check or {}).get("val") or {}).get("items", [])}
+        for image in self.evidence.expected_images.get("val", []):
+            if str(image) not in dropped:
+                return str(image)
+        image = (self.fields.get("dataset") or {}).get("parity_image")
+        if not image:
+            raise KitaeruError("--export: no usable validation image for the ONNX check")
+        return str(image)
 
     def _start_tensorboard(self) -> None:
         if not self.config.tensorboard:

@@ -28,6 +28,7 @@ from kitaeru.core.storage import ensure_writable_dir, is_remote, read_json
 from kitaeru.data.yolo_dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
 
 from .config import PLAN_KEYS, RECIPE, DetectConfig
+from .model_source import resolve_model
 from .plan import fit_plan, plan_detect
 from .session import LAST, TrainingSession, checkpoint_is_resumable
 from .ultralytics_env import prepare_ultralytics, settings_file
@@ -120,8 +121,6 @@ def train_detector(config: DetectConfig, *, callbacks: Callbacks | None = None) 
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     ul_args = ultralytics_arguments(config)
     plan = plan_detect(config, device)
-    from .model_source import resolve_model
-
     source = resolve_model(plan.values["model"], offline=config.offline)  # fail before creating anything
     output_root = ensure_writable_dir(Path(config.output).expanduser().resolve())
     synthetic, extra_train = build_synthetic(config, dataset, output_root)

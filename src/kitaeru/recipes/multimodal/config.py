@@ -28,7 +28,7 @@ class MultimodalConfig(RecipeConfig):
     nuscenes_version: Optional[str] = Field(None, description="nuScenes table folder to read (default: v1.0-mini, else the only v1.0-* folder).")
     use_devkit: bool = Field(False, description="Read --nuscenes-path through nuscenes-devkit (extra [devkit]) instead of the built-in table reader.")
     use_sample_data: bool = Field(False, description="Generate the built-in driving scenes (English + Japanese captions) into OUTPUT/sample_data and train on them.")
-    sample_scenes: int = Field(320, ge=2, description="How many scenes --use-sample-data generates.")
+    sample_scenes: int = Field(240, ge=2, description="How many scenes --use-sample-data generates.")
     include_timeseries: bool = Field(False, description="Fuse each scene's time series (.npy, .mcap or nuScenes CAN bus) into the scene side with an LSTM encoder.")
     timeseries_steps: int = Field(32, ge=2, le=4096, description="Time steps every series is resampled to.")
     mcap_topics: list[str] = Field(

@@ -75,17 +75,17 @@ class FrozenEncoders:
     @property
     def text(self):
         if self._text is None:
-            from kitaeru.models.text_encoders import create_text_encoder
+            from kitaeru.models.scene_query import frozen_text_encoder
 
-            self._text = create_text_encoder(self.spec.text_encoder, device=self.device)
+            self._text = frozen_text_encoder(self.spec.text_encoder, device=self.device)
         return self._text
 
     @property
     def image(self):
         if self._image is None:
-            from kitaeru.models.image_encoders import create_image_encoder
+            from kitaeru.models.scene_query import frozen_image_encoder
 
-            self._image = create_image_encoder(
+            self._image = frozen_image_encoder(
                 self.spec.image_encoder, pretrained=self.spec.image_pretrained, weights=self.spec.image_weights,
                 resize=self.spec.image_resize, device=self.device,
             )
@@ -161,6 +161,7 @@ def extract_features(
         if cached is not None:
             cached.seconds = round(time.time() - started, 3)
             return cached
+    _ = (encoders.text, encoders.image)  # load both first: a bad encoder name fails before any work is done
     kept, image, skipped = encode_scene_images(scenes, encoders.image, workers=workers, batch_size=batch_size)
     if not kept:
         raise DataError(f"no readable image among {len(scenes)} scenes ({skipped[0]['reason'] if skipped else ''})")

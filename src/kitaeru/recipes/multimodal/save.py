@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -87,7 +88,9 @@ def export_vector_db(
     kept = [scenes[i] for i in feats.kept]
     text, scene = scene_embeddings(model, feats)
     info(f"UMAP of {len(kept)} scene embeddings ...")
-    coords = umap_2d(scene)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*n_jobs value .* overridden.*")  # seeded UMAP is single-threaded
+        coords = umap_2d(scene)
     remote = is_remote(data_dir)
     records = []
     for s, xy in zip(kept, coords):

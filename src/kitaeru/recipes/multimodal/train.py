@@ -74,6 +74,8 @@ def _quiet_lightning() -> None:
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # resume
 
 
 def _fresh_start(out: Path) -> None:
@@ -183,7 +185,9 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
         info(f"resuming after epoch {resumed_from} from {last_ckpt_path(out)}")
     before_row = next((r for r in run.rows if r.get("epoch") == 0), None)
     if before_row is None:
-        before = {"val_loss": float(model._loss(val_feats, val_feats.collate(list(range(len(val_rows)))))), **model.recall(val_feats)}
+        with torch.no_grad():
+            untrained_loss = float(model._loss(val_feats, val_feats.collate(list(range(len(val_rows))))))
+        before = {"val_loss": untrained_loss, **model.recall(val_feats)}
         run.log_epoch({"epoch": 0, "seconds": 0.0, "train_loss": None, **before, "lr": config.learning_rate,
                        "temperature": config.temperature})
     else:
