@@ -65,4 +65,4 @@ def test_cfg_name_and_config_are_exclusive(tmp_path):
 def test_helpers():
     assert unflatten({"a.b": 1, "c": None, "d": 2}) == {"a": {"b": 1}, "d": 2}
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
-    assert field_help(Demo, "epochs") == "Number of epochs. [default: 30]"
+    assert field_help(Demo, "epochs") == "Number of epochs. (default: 30)"

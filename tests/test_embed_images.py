@@ -16,6 +16,20 @@ TINY = ["--model", "timm:test_vit", "--pretrained", "none", "--image-size", "32"
 DIM = 64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_compute_thread():
+    """Tiny models: one torch/Faiss thread is faster and steadier than two when CPUs are shared."""
+    import faiss
+    import torch
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    yield
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])
+
+
 @pytest.fixture(scope="module")
 def images(shared_data, tmp_path_factory) -> Path:
     """14 real images in nested folders: 8 COCO (640×~480) and 6 nuScenes cameras (1600×900)."""
@@ -61,6 +75,20 @@ def test_parquet_output_rows_and_summary(reference, images):
     summary = json.loads(reference.with_name("e.summary.json").read_text())
     assert summary["embedded"] == 14 and summary["rows_in_output"] == 14 and summary["skipped_inputs"]["count"] == 0
     assert summary["workers"] == 2 and summary["image_size"] == 32 and summary["items_per_second"] > 0
+    assert summary["config"]["image_dir"] == str(images.resolve())
+
+
+def test_config_file_with_flags_on_top(cli, images, tmp_path):
+    config = tmp_path / "embed.yaml"
+    config.write_text("model: timm:test_vit\npretrained: none\nimage_size: 48\npool: cls\nresize: pad\nworkers: 0\n")
+    r = cli("embed", "--config", config, "--image-dir", images, "--out", tmp_path / "c.parquet", "--limit", "1",
+            "--image-size", "32", "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert (summary["image_size"], summary["pool"], summary["resize"], summary["embedded"]) == (32, "cls", "pad", 1)
+    config.write_text("model: timm:test_vit\nbatch_sise: 4\n")
+    r = cli("embed", "--config", config, "--image-dir", images, "--out", tmp_path / "d.parquet")
+    assert r.exit_code == 2 and "batch_sise: unknown key" in r.stderr
 
 
 def test_npy_folder_outputs_and_no_normalize_match_the_reference(cli, reference, images, tmp_path):

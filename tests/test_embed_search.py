@@ -17,6 +17,20 @@ ARCH = "ViT-S-32"
 SIZE = 64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_compute_thread():
+    """Tiny models: one torch/Faiss thread is faster and steadier than two when CPUs are shared."""
+    import faiss
+    import torch
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    yield
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])
+
+
 @pytest.fixture(scope="module")
 def clip_checkpoint(tmp_path_factory) -> Path:
     """A random-init OpenCLIP ViT-S-32 (64 px input) saved as a plain state dict."""

@@ -68,7 +68,7 @@ def test_model_fuses_series_on_the_scene_side():
     scene, image_only = model.embed_scene(feats.image, feats.series)
     assert not torch.allclose(scene, image_only)
     assert torch.allclose(scene.norm(dim=1), torch.ones(3))
-    assert model._loss(feats, batch).item() > 0
+    assert model.contrastive_loss(feats, batch).item() > 0
 
 
 def _db() -> VectorDB:

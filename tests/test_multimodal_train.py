@@ -304,3 +304,20 @@ def test_unwritable_output_dir(cli, scene_dir, tmp_path):
     blocker.write_text("x")
     r = cli("multimodal", "train", "--data-dir", scene_dir, "--output-dir", blocker / "out")
     assert r.exit_code == 2 and "cannot create output folder" in r.stderr
+
+
+def test_remote_data_dir_through_fsspec(cli, scene_dir, tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    entries = json.loads((scene_dir / "scenes_metadata.json").read_text(encoding="utf-8"))[:6]
+    fs.pipe("/remote-scenes/scenes_metadata.json", json.dumps(entries).encode())
+    for e in entries:
+        fs.pipe(f"/remote-scenes/{e['image_path']}", (scene_dir / e["image_path"]).read_bytes())
+    out = tmp_path / "out"
+    r = cli("multimodal", "train", "--data-dir", "memory://remote-scenes", "--output-dir", out, "--epochs", "1",
+            "--batch-size", "4", "--val-fraction", "0.34")
+    assert r.exit_code == 0, r.stderr
+    db = json.loads((out / "vector_db.json").read_text(encoding="utf-8"))
+    assert db["data_dir"] == "memory://remote-scenes" and db["total_scenes"] == 6
+    assert db["scenes"][0]["image_url"] == f"memory://remote-scenes/{entries[0]['image_path']}"

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("kitaeru.cli.serve", "Serve text/image search over a multimodal output or a Faiss index (FastAPI + uvicorn)."),
     "map": ("kitaeru.cli.map", "Draw a UMAP map (PNG, interactive HTML, JSON) of embeddings or a multimodal vector DB."),
     "detect": ("kitaeru.cli.detect", "Fine-tune YOLOv8 on Ultralytics: GPU-tier plans, OOM recovery, TensorBoard, LLRD, copy-paste, ONNX (seed 002)."),
+    "docclass": ("kitaeru.cli.docclass", "Document classifier by metric learning: train, export-onnx, register, classify (seed 003)."),
     "sample": ("kitaeru.cli.sample", "Write built-in sample datasets (driving scenes, documents) to a folder."),
 }
 
@@ -116,7 +117,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _print_error(message: str) -> None:
     from kitaeru.core.console import console
 
-    console.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # The message is data (paths, hints like 'kitaeru[devkit]'), never markup.
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -40,7 +40,9 @@ def train(
     sample_scenes: Optional[int] = typer.Option(None, "--sample-scenes", help=field_help(H, "sample_scenes")),
     include_timeseries: bool = typer.Option(False, "--include-timeseries", help=field_help(H, "include_timeseries")),
     timeseries_steps: Optional[int] = typer.Option(None, "--timeseries-steps", help=field_help(H, "timeseries_steps")),
-    mcap_topic: Optional[List[str]] = typer.Option(None, "--mcap-topic", help="MCAP topic to read (repeatable): '/topic' or '/topic:field.prefix'."),
+    mcap_topic: Optional[List[str]] = typer.Option(
+        None, "--mcap-topic", help="MCAP topic to read (repeatable): '/topic' or '/topic:field.prefix'."
+    ),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help=field_help(H, "output_dir")),
     s3_output: Optional[str] = typer.Option(None, "--s3-output", help=field_help(H, "s3_output")),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=field_help(H, "epochs")),
@@ -59,7 +61,6 @@ def train(
     embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help=field_help(H, "embed_dim")),
     seed: Optional[int] = typer.Option(None, "--seed", help=field_help(H, "seed")),
     workers: Optional[int] = typer.Option(None, "--workers", help=field_help(H, "workers")),
-    as_json: bool = typer.Option(False, "--json", help="Print training_result.json to stdout at the end."),
     cfg_name: Optional[str] = CfgNameOption,
     config_file: Optional[Path] = ConfigFileOption,
 ) -> None:
@@ -81,9 +82,7 @@ def train(
     config = build_config(MultimodalConfig, RECIPE, cfg_name, config_file, **flags)
     from kitaeru.recipes.multimodal.train import train_scene_search
 
-    result = train_scene_search(config)
-    if as_json:
-        typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    train_scene_search(config)
 
 
 @app.command("evaluate")

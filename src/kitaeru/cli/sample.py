@@ -31,3 +31,24 @@ def scenes(
     folder = write_sample_scenes(out, num_scenes, seed=seed, timeseries=timeseries)
     info(f"wrote {num_scenes} scenes to {folder} (scenes_metadata.json, images/" + (", timeseries/)" if timeseries else ")"))
     typer.echo(str(folder))
+
+
+@app.command("documents")
+def documents(
+    out: Path = typer.Option(..., "--out", help="Folder to write the template images (<kind>_<nnn>.png) into."),
+    num: int = typer.Option(10, "--num", help="How many templates to generate (kinds are cycled)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the generator (the same seed gives the same documents)."),
+    kinds: str = typer.Option(
+        "id_card,passport,receipt,form,letter", "--kinds", help="Comma-separated document kinds: id_card, passport, receipt, form, letter."
+    ),
+) -> None:
+    """Synthetic document templates (ID card, passport with MRZ, receipt, form, letter) for docclass.
+
+    Example: kitaeru sample documents --out data/templates --num 20
+    """
+    from kitaeru.core.console import info
+    from kitaeru.data.sample_documents import generate_documents
+
+    written = generate_documents(out, num, seed=seed, kinds=[k.strip() for k in kinds.split(",") if k.strip()])
+    info(f"wrote {len(written)} document template(s) to {out}")
+    typer.echo(str(out))

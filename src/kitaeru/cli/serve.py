@@ -54,6 +54,5 @@ def serve(
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"--host {cfg.host}: the API is reachable from other machines; it has no authentication")
     app_ = create_app(lambda: load_backend(cfg, chosen.device), max_upload_bytes=cfg.max_upload_bytes)
-    shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    info(f"loading models on {chosen.device}; the API will answer on http://{shown_host}:{cfg.port} (docs: /docs)")
+    info(f"loading the search backend on {chosen.device} ...")
     run_server(app_, cfg.host, cfg.port, log_level=cfg.log_level)

@@ -157,5 +157,6 @@ def field_help(schema: type[BaseModel], name: str) -> str:
     default = field.get_default(call_default_factory=True)
     if default is not None and default != "" and not isinstance(default, (dict, list, BaseModel)):
         shown = default.value if hasattr(default, "value") else default
-        text = f"{text} [default: {shown}]" if text else f"[default: {shown}]"
+        # Parentheses, not brackets: Typer renders help as Rich markup, where [..] would vanish.
+        text = f"{text} (default: {shown})" if text else f"(default: {shown})"
     return text

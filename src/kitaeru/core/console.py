@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Sequence, TypeVar
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 T = TypeVar("T")
 
@@ -26,13 +27,13 @@ def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {message}")
 
 
-def _progress_disabled() -> bool:
+def progress_disabled() -> bool:
     return bool(os.environ.get("KITAERU_NO_PROGRESS")) or not sys.stderr.isatty() and bool(os.environ.get("CI"))
 
 
 def track(iterable: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """A progress bar over ``iterable`` (quiet when ``KITAERU_NO_PROGRESS`` is set or in CI logs)."""
-    if _progress_disabled():
+    if progress_disabled():
         yield from iterable
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -53,10 +54,11 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) 
     return t
 
 
-def _cell(value: object) -> str:
+def _cell(value: object) -> Text:
+    # Cells are data (descriptions, paths): a Text object is never parsed as markup.
     if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+        return Text(f"{value:.4f}")
+    return Text(str(value))
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], *, to_stdout: bool = True) -> None:

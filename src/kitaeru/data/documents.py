@@ -57,19 +57,29 @@ def _read_one(path: str, max_side: int) -> Image.Image:
     return image
 
 
+def _relative(root: str | os.PathLike, path: str | os.PathLike) -> str:
+    """``path`` below ``root`` as a ``/``-separated string (local paths and URLs alike)."""
+
+    def bare(text: str) -> str:
+        text = text.split("://", 1)[1] if "://" in text else text
+        return text.replace(os.sep, "/").strip("/")
+
+    base, full = bare(str(root)), bare(str(path))
+    if base and full.startswith(base + "/"):
+        return full[len(base) + 1 :]
+    return full.rsplit("/", 1)[-1]
+
+
 def template_label(root: str | os.PathLike, path: str | os.PathLike) -> str:
     """Label of a template file: its sub-folder's name when inside one, else the file stem."""
-    root_text, path_text = str(root).rstrip("/"), str(path)
-    relative = path_text[len(root_text):].lstrip("/") if path_text.startswith(root_text) else Path(path_text).name
-    parts = relative.split("/")
+    parts = _relative(root, path).split("/")
     return parts[0] if len(parts) > 1 else Path(parts[-1]).stem
 
 
 def _unique_label(root: str, path: str) -> str:
     """A label that is unique per file: the path below the pool root without its suffix."""
-    root_text = root.rstrip("/")
-    relative = path[len(root_text):].lstrip("/") if path.startswith(root_text) else Path(path).name
-    return str(Path(relative).with_suffix("")).replace(os.sep, "/")
+    relative = _relative(root, path)
+    return relative[: -len(Path(relative).suffix)] if Path(relative).suffix else relative
 
 
 def read_template_pool(

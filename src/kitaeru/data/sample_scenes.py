@@ -346,9 +346,11 @@ def _curve_sign(d, road: _Road, direction: int, dark: float) -> None:
     s = 16
     d.line([(x, y), (x, y - 2.2 * s)], fill=_mix((0, 0, 0), (150, 150, 150), dark), width=2)
     cy = y - 2.6 * s
-    d.polygon([(x, cy - s), (x + s, cy), (x, cy + s), (x - s, cy)], fill=_mix((0, 0, 0), (250, 200, 0), max(dark, 0.7)), outline=(20, 20, 20))
-    d.line([(x - direction * 0.45 * s, cy + 0.4 * s), (x - direction * 0.1 * s, cy - 0.2 * s), (x + direction * 0.45 * s, cy - 0.2 * s)], fill=(20, 20, 20), width=3)
-    d.polygon([(x + direction * 0.6 * s, cy - 0.2 * s), (x + direction * 0.3 * s, cy - 0.45 * s), (x + direction * 0.3 * s, cy + 0.05 * s)], fill=(20, 20, 20))
+    yellow = _mix((0, 0, 0), (250, 200, 0), max(dark, 0.7))
+    d.polygon([(x, cy - s), (x + s, cy), (x, cy + s), (x - s, cy)], fill=yellow, outline=(20, 20, 20))
+    k = direction * s  # the arrow inside the diamond points the way the road bends
+    d.line([(x - 0.45 * k, cy + 0.4 * s), (x - 0.1 * k, cy - 0.2 * s), (x + 0.45 * k, cy - 0.2 * s)], fill=(20, 20, 20), width=3)
+    d.polygon([(x + 0.6 * k, cy - 0.2 * s), (x + 0.3 * k, cy - 0.45 * s), (x + 0.3 * k, cy + 0.05 * s)], fill=(20, 20, 20))
 
 
 def _traffic_light(d, road: _Road, colour: str, night: bool) -> None:
@@ -374,11 +376,15 @@ def _street_lamps(d, road: _Road, rng) -> None:
             d.ellipse([x - r * 0.5, y - hgt - r * 0.5, x + r * 0.5, y - hgt + r * 0.5], fill=(255, 235, 170))
 
 
+_CAR_COLOURS = ((200, 30, 30), (30, 60, 170), (230, 230, 230), (40, 40, 40), (200, 170, 40), (90, 90, 95))
+
+
 def _car(d, road: _Road, v: float, offset: float, rng, night: bool, braking: bool, dark: float) -> None:
     x, y = road.edge(v, offset)
     cw = road.half(v) * (0.45 if road.top_half > 12 else 0.7)
     ch = cw * 0.75
-    body = _mix((0, 0, 0), _jitter([(200, 30, 30), (30, 60, 170), (230, 230, 230), (40, 40, 40), (200, 170, 40), (90, 90, 95)][int(rng.integers(6))], rng), max(dark, 0.5))
+    paint = _CAR_COLOURS[int(rng.integers(len(_CAR_COLOURS)))]
+    body = _mix((0, 0, 0), _jitter(paint, rng), max(dark, 0.5))
     d.rectangle([x - cw / 2, y - ch, x + cw / 2, y - ch * 0.15], fill=body, outline=(15, 15, 15))
     d.rectangle([x - cw * 0.38, y - ch * 1.45, x + cw * 0.38, y - ch * 0.95], fill=_mix(body, (0, 0, 0), 0.3))
     d.rectangle([x - cw * 0.3, y - ch * 1.38, x + cw * 0.3, y - ch * 1.0], fill=(40, 50, 60))

@@ -319,6 +319,7 @@ def export_onnx(
             )
         proto = onnx.load(str(tmp))
         proto.graph.name = spec.name
+        _fix_output_dims(proto, spec, torch_example)
         onnx.save(proto, str(tmp))
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
@@ -362,6 +363,24 @@ def export_onnx(
     )
 
 
+def _fix_output_dims(proto, spec: OnnxSpec, reference: Sequence[np.ndarray]) -> None:
+    """Write PyTorch's concrete sizes into output axes that are not dynamic.
+
+    The exporter leaves some of them symbolic (e.g. after a division), which tells a consumer
+    nothing; the spec's dynamic axes stay named.
+    """
+    for output, ref in zip(proto.graph.output, reference):
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) != ref.ndim:
+            continue
+        free = spec.dynamic_axes.get(output.name, {})
+        for axis, dim in enumerate(dims):
+            if axis in free:
+                dim.dim_param = free[axis]
+            else:
+                dim.dim_value = int(ref.shape[axis])
+
+
 def _chunks_for(spec: OnnxSpec, real_inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Real inputs as runnable batches: whole when every batch axis is dynamic, else one fixed-size batch at a time."""
     arrays = {n: np.asarray(real_inputs[n], dtype=ONNX_DTYPES[spec.input_shape[n].dtype]) for n in spec.input_names if n in real_inputs}
@@ -393,6 +412,8 @@ def _check_signature(
         if dims != wanted:
             raise KitaeruError(f"{path}: input {name} has dims {dims}, the spec asks for {wanted}")
     for name, dims in outputs.items():
+        if any(isinstance(d, str) and d and d not in spec.dynamic_axes.get(name, {}).values() for d in dims):
+            raise KitaeruError(f"{path}: output {name} has dims {dims}; only the spec's dynamic axes may be free")
         for axis, symbol in spec.dynamic_axes.get(name, {}).items():
             if axis >= len(dims) or dims[axis] != symbol:
                 raise KitaeruError(f"{path}: output {name} axis {axis} is {dims[axis] if axis < len(dims) else 'missing'}, not dynamic '{symbol}'")

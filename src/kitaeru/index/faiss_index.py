@@ -431,28 +431,23 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kitaeru.core.storage import is_remote, local_copy
+    from kitaeru.core.storage import copy_file, is_remote
 
     text = str(path)
-    if is_remote(text):
-        # faiss reads only local files: fetch the three files, then load them from there
-        with local_copy(text) as faiss_local:
-            import shutil
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="kitaeru-index-") as tmp:
-                local = Path(tmp) / faiss_local.name
-                shutil.copy(faiss_local, local)
-                for remote_side, local_side in zip(_remote_sidecars(text), sidecar_paths(local)[1:]):
-                    from kitaeru.core.storage import copy_file
-
-                    copy_file(remote_side, local_side)
-                loaded = load_index(local)
-                loaded.path = None
-                return loaded
-    faiss_path, meta_path, json_path = sidecar_paths(text)
-    if faiss_path.suffix != ".faiss":
+    if not text.endswith(".faiss"):
         raise ConfigError(f"--index: {text}: expected a .faiss file")
+    if is_remote(text):
+        # Faiss reads only local files: fetch the three files into a temporary folder first
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kitaeru-index-") as tmp:
+            local = Path(tmp) / text.rstrip("/").rsplit("/", 1)[-1]
+            for remote_part, local_part in zip((text, *_remote_sidecars(text)), sidecar_paths(local)):
+                copy_file(remote_part, local_part)
+            loaded = load_index(local)
+        loaded.path = None
+        return loaded
+    faiss_path, meta_path, json_path = sidecar_paths(text)
     for p in (faiss_path, meta_path, json_path):
         if not p.is_file():
             raise DataError(f"{p}: not found (an index is X.faiss with X.index.parquet and X.index.json beside it)")

@@ -182,7 +182,9 @@ def load_query_encoder(output_dir: str | os.PathLike, device: str = "cpu") -> Qu
         resize=info.get("image_resize", "crop"), device=device,
     )
     if info.get("image_size") and image_encoder.image_size != int(info["image_size"]):
-        raise ConfigError(f"image encoder '{image_encoder.name}' takes {image_encoder.image_size}px images but was trained at {info['image_size']}px")
+        raise ConfigError(
+            f"image encoder '{image_encoder.name}' takes {image_encoder.image_size}px images but was trained at {info['image_size']}px"
+        )
     for what, enc, key in (("text", text_encoder, "text_dim"), ("image", image_encoder, "image_dim")):
         if enc.dim != int(info[key]):
             raise ConfigError(f"{what} encoder '{enc.name}' gives {enc.dim}-d features but the projectors expect {info[key]}")

@@ -76,6 +76,13 @@ def create_text_encoder(name: str = DEFAULT_TEXT_ENCODER, *, device: str = "cpu"
         raise ConfigError(f"--text-encoder: folder '{source}' not found")
     from sentence_transformers import SentenceTransformer
 
+    from kitaeru.core.console import progress_disabled
+
+    if progress_disabled():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
     try:
         model = SentenceTransformer(str(local) if local.is_dir() else source, device=device)
     except Exception as exc:  # noqa: BLE001 - hub/network/format errors: one line naming the model

@@ -26,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from kitaeru import __version__
+from kitaeru.core.console import info
 from kitaeru.core.errors import DataError
 
 from .backend import SearchBackend, UnsupportedQuery, VectorDbUnavailable
@@ -58,6 +59,10 @@ def create_app(
         except Exception as exc:
             app.state.startup_error = exc
             raise
+        url = getattr(app.state, "url", None)
+        if url:  # set by run_server: the real port, also when port 0 picked a free one
+            info(f"search API ready on {url} ({len(app.state.backend)} items)")
+            info(f"OpenAPI docs: {url}/docs")
         yield
         app.state.backend = None
 

@@ -51,6 +51,10 @@ def _make_server(app: Any, log_level: str):
     return uvicorn.Server(config), _QuietStartupFailure(app)
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _raise_startup_error(app: Any) -> None:
     error = getattr(app.state, "startup_error", None)
     if error is None:
@@ -63,6 +67,7 @@ def _raise_startup_error(app: Any) -> None:
 def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:
     """Serve ``app`` until interrupted (Ctrl+C); raise the backend's start-up error, if any."""
     sock = bind_socket(host, port)
+    app.state.url = _url(host, int(sock.getsockname()[1]))
     server, quiet = _make_server(app, log_level)
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(quiet)
@@ -97,8 +102,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return _url(self.host, self.port)
 
     def start(self) -> "BackgroundServer":
         """Start and wait until the backend is loaded and the socket accepts requests."""

@@ -70,7 +70,7 @@ def fit(
 ):
     """One Lightning fit with the plan's batch/workers; ``resume`` continues from ``weights/last.ckpt``."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from kitaeru.core.lightning import EvidenceCallback
@@ -85,24 +85,48 @@ def fit(
         auto_insert_metric_name=False, enable_version_counter=False,
     )
     accelerator, devices = _accelerator(device)
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        max_epochs=config.train.epochs,
-        precision=config.train.precision,
-        gradient_clip_val=config.train.gradient_clip or None,
-        logger=TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version=""),
-        callbacks=[EpochMetricsCallback(), EvidenceCallback(run), checkpoint, *callbacks],
-        default_root_dir=str(run.path),
-        enable_progress_bar=not os.environ.get("KITAERU_NO_PROGRESS"),
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(50, len(train_loader))),
-    )
+    progress = not os.environ.get("KITAERU_NO_PROGRESS")
+    bars = [RichProgressBar(console_kwargs={"stderr": True})] if progress else []  # stdout stays for --json
     last = run.weights_dir / "last.ckpt"
-    with _cpu_threads_beside_workers(device, int(plan["workers"])):
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
+    with _quiet_lightning():
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            max_epochs=config.train.epochs,
+            precision=config.train.precision,
+            gradient_clip_val=config.train.gradient_clip or None,
+            logger=TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version=""),
+            callbacks=[EpochMetricsCallback(), EvidenceCallback(run), checkpoint, *bars, *callbacks],
+            default_root_dir=str(run.path),
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=max(1, min(50, len(train_loader))),
+        )
+        with _cpu_threads_beside_workers(device, int(plan["workers"])):
+            trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
     return trainer, checkpoint
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Keep Lightning's start-up notices (accelerator listing, tips) and its internal deprecation
+    warnings out of the user's terminal; real warnings and errors still show."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,9 @@ from kitaeru.core.errors import ConfigError, DataError
 from kitaeru.core.storage import atomic_write_json, is_remote
 from kitaeru.index.embeddings_io import EmbeddingInfo
 from kitaeru.recipes.embed.config import EmbedConfig
-from kitaeru.recipes.embed.data import default_workers, list_images, make_loader, pending_files, read_texts
+from kitaeru.recipes.embed.data import (
+    canonical_path, default_workers, list_images, make_loader, pending_files, read_texts,
+)
 from kitaeru.recipes.embed.output import ShardedEmbeddingWriter, output_kind, summary_path
 
 WARN_SKIPPED = 10  # unreadable images warned about one by one; the summary lists all of them
@@ -150,7 +152,9 @@ def summarize(cfg: EmbedConfig, info: EmbeddingInfo, *, found: int, already: int
         "device": device.as_dict(),
         "workers": workers,
         "batch_size": cfg.batch_size,
-        "config": cfg.model_dump(mode="json"),
+        "config": {**cfg.model_dump(mode="json"),
+                   # absolute, so readers of the summary (serve) find the folder from any directory
+                   "image_dir": canonical_path(cfg.image_dir) if cfg.image_dir else None},
         "library_versions": library_versions(),
     }
 

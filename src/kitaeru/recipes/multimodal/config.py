@@ -26,7 +26,7 @@ class MultimodalConfig(RecipeConfig):
     )
     nuscenes_path: Optional[str] = Field(None, description="nuScenes root (holding v1.0-*/ tables and samples/); one entry per scene.")
     nuscenes_version: Optional[str] = Field(None, description="nuScenes table folder to read (default: v1.0-mini, else the only v1.0-* folder).")
-    use_devkit: bool = Field(False, description="Read --nuscenes-path through nuscenes-devkit (extra [devkit]) instead of the built-in table reader.")
+    use_devkit: bool = Field(False, description="Read --nuscenes-path through nuscenes-devkit (the devkit extra) instead of the built-in table reader.")
     use_sample_data: bool = Field(False, description="Generate the built-in driving scenes (English + Japanese captions) into OUTPUT/sample_data and train on them.")
     sample_scenes: int = Field(240, ge=2, description="How many scenes --use-sample-data generates.")
     include_timeseries: bool = Field(False, description="Fuse each scene's time series (.npy, .mcap or nuScenes CAN bus) into the scene side with an LSTM encoder.")
@@ -41,7 +41,7 @@ class MultimodalConfig(RecipeConfig):
     text_encoder: str = Field("default", description="Frozen text encoder: default (offline all-MiniLM-L6-v2), a sentence-transformers name or a local folder.")
     image_encoder: str = Field(
         "torchvision:mobilenet_v2",
-        description="Frozen image encoder: torchvision:<arch>, timm:<arch>, open_clip:<arch>[/<tag>].",
+        description="Frozen image encoder: torchvision:ARCH, timm:ARCH, open_clip:ARCH or open_clip:ARCH/TAG.",
     )
     image_pretrained: str = Field("default", description="Image-encoder weights: default, none, an OpenCLIP tag or a checkpoint path.")
     image_weights: Optional[str] = Field(None, description="Local state-dict file loaded into the image encoder (e.g. the ImageNet MobileNetV2 .pth).")

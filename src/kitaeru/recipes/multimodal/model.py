@@ -122,8 +122,7 @@ class SceneSearchModel(L.LightningModule):
         self.train_features: FeatureTensors | None = None
         self.val_features: FeatureTensors | None = None
         self.val_metrics: dict[str, float] = {}
-        self._losses: list[float] = []
-        self.epoch_train_loss: float | None = None
+        self.step_losses: list[float] = []  # this epoch's, read by the evidence callback
 
     # ---- embeddings ----
     def embed_text(self, features: torch.Tensor) -> torch.Tensor:
@@ -135,7 +134,8 @@ class SceneSearchModel(L.LightningModule):
         series_emb = self.series_encoder(series) if self.series_encoder is not None and series is not None else None
         return F.normalize(fuse_scene(projected, series_emb), dim=-1), F.normalize(projected, dim=-1)
 
-    def _loss(self, feats: FeatureTensors, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def contrastive_loss(self, feats: FeatureTensors, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The multi-positive InfoNCE of one batch (``FeatureTensors.collate`` output) of ``feats``."""
         scenes, captions, owner = batch["scenes"], batch["captions"], batch["owner"]
         text = self.embed_text(feats.text[captions])
         series = feats.series[scenes] if feats.series is not None else None
@@ -152,20 +152,17 @@ class SceneSearchModel(L.LightningModule):
         self.val_features = self.val_features.to(self.device)
 
     def on_train_epoch_start(self) -> None:
-        self._losses = []
+        self.step_losses = []
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self.train_features, batch)
-        self._losses.append(float(loss.detach()))
+        loss = self.contrastive_loss(self.train_features, batch)
+        self.step_losses.append(float(loss.detach()))
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["scenes"]))
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        self.epoch_train_loss = float(np.mean(self._losses)) if self._losses else None
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         feats = self.val_features
-        loss = self._loss(feats, batch)
+        loss = self.contrastive_loss(feats, batch)
         self.val_metrics = {"val_loss": float(loss), **self.recall(feats)}
         for key, value in self.val_metrics.items():
             self.log(key, value, prog_bar=key in ("t2i_R@5", "i2t_R@5"), batch_size=len(batch["scenes"]))
@@ -174,7 +171,8 @@ class SceneSearchModel(L.LightningModule):
     def recall(self, feats: FeatureTensors) -> dict[str, float]:
         text = self.embed_text(feats.text)
         scene, _ = self.embed_scene(feats.image, feats.series)
-        return retrieval_recall(text.cpu().numpy(), scene.cpu().numpy(), feats.owner.cpu().numpy())
+        # .float(): under bf16 autocast the embeddings are bfloat16, which numpy cannot hold
+        return retrieval_recall(text.float().cpu().numpy(), scene.float().cpu().numpy(), feats.owner.cpu().numpy())
 
     def configure_optimizers(self) -> Any:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)

@@ -48,7 +48,7 @@ class EpochEvidence(L.Callback):
         self._started = time.time()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: SceneSearchModel) -> None:
-        losses = pl_module._losses
+        losses = pl_module.step_losses
         row: dict[str, Any] = {
             "epoch": trainer.current_epoch + 1,
             "seconds": round(time.time() - self._started, 3),
@@ -163,7 +163,8 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     scene_set, feats = prepare_features(config, out, spec, device)
     run.record_skipped(scene_set.skipped + feats.skipped)
     if previous is not None and previous.get("features_key") not in (None, feats.key):
-        raise ConfigError("--resume: the data or encoders differ from the interrupted run (give the same options, or start afresh without --resume)")
+        raise ConfigError("--resume: the data or encoders differ from the interrupted run "
+                          "(give the same options, or start afresh without --resume)")
     train_rows, val_rows = split_indices(len(feats), config.val_fraction, config.seed)
     train_feats, val_feats = _split_tensors(feats, train_rows), _split_tensors(feats, val_rows)
     info(f"training on {len(train_rows)} scenes ({len(train_feats.text)} captions), validating on {len(val_rows)}")
@@ -186,7 +187,7 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     before_row = next((r for r in run.rows if r.get("epoch") == 0), None)
     if before_row is None:
         with torch.no_grad():
-            untrained_loss = float(model._loss(val_feats, val_feats.collate(list(range(len(val_rows))))))
+            untrained_loss = float(model.contrastive_loss(val_feats, val_feats.collate(list(range(len(val_rows))))))
         before = {"val_loss": untrained_loss, **model.recall(val_feats)}
         run.log_epoch({"epoch": 0, "seconds": 0.0, "train_loss": None, **before, "lr": config.learning_rate,
                        "temperature": config.temperature})
