@@ -12,8 +12,9 @@ MiniLM, loaded from the same multimodal output):
 Steps: train a tiny multimodal output on the built-in sample data (1 epoch; or reuse one with
 ``--output-dir``), write a generated ``vector_db.json`` with ``--scenes`` scenes beside a copy of its
 encoders, start both servers, warm up, then send ``--requests`` sequential requests (p50 / p95
-latency, requests/s) and the same number from ``--concurrency`` client threads (requests/s).
-The last line is the ratio of plain to kitaeru p50 latency.
+latency, requests/s) and the same number from ``--concurrency`` client threads (requests/s), the
+two servers taking turns in slices so that other load on the machine falls on both alike. The
+last line gives the ratios plain/kitaeru of p50 and p95 latency and kitaeru/plain of requests/s.
 
     python benchmarks/serve_latency.py                      # 10k scenes, 200 requests
     python benchmarks/serve_latency.py --scenes 50000 --requests 500 --concurrency 8
@@ -44,7 +45,7 @@ QUERIES = (
 
 
 # ---- the plain server (the original backend's search) ---------------------------------------
-def plain_app(output_dir: str, device: str):
+def plain_app(output_dir: str, device: str, threads: int | None = None):
     """A FastAPI app that searches the way the original backend did: a Python loop over the list."""
     from contextlib import asynccontextmanager
 
@@ -56,6 +57,10 @@ def plain_app(output_dir: str, device: str):
     async def lifespan(app):
         from kitaeru.models.scene_query import load_query_encoder
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         with open(Path(output_dir) / "vector_db.json", encoding="utf-8") as fh:
             db = json.load(fh)
         items = []
@@ -95,10 +100,10 @@ def plain_app(output_dir: str, device: str):
     return app
 
 
-def run_plain_server(output_dir: str, port: int, device: str) -> None:
+def run_plain_server(output_dir: str, port: int, device: str, threads: int | None) -> None:
     import uvicorn
 
-    uvicorn.run(plain_app(output_dir, device), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(plain_app(output_dir, device, threads), host="127.0.0.1", port=port, log_level="warning")
 
 
 # ---- preparing the data -------------------------------------------------------------------------
@@ -110,8 +115,8 @@ def free_port() -> int:
 
 def train_small_output(target: Path) -> Path:
     """A tiny multimodal output on the built-in sample data (its encoders are what we need)."""
-    cmd = [sys.executable, "-m", "kitaeru", "multimodal", "train", "--use-sample-data", "--epochs", "1",
-           "--output-dir", str(target), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "kitaeru", "multimodal", "train", "--use-sample-data", "--sample-scenes", "40",
+           "--epochs", "1", "--output-dir", str(target), "--device", "cpu"]
     print("training the query encoders:", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return target
@@ -119,7 +124,8 @@ def train_small_output(target: Path) -> Path:
 
 def generate_vector_db(source: Path, target: Path, scenes: int, seed: int = 0) -> dict:
     """A copy of ``source``'s encoders with a generated ``scenes``-scene vector DB (versioned shape)."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("vector_db.json", "tensorboard", "scenes_with_umap.json"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(
+        "vector_db.json", "scenes_with_umap.json", "tensorboard", "weights", "cache", "sample_data"))
     with open(source / "vector_db.json", encoding="utf-8") as fh:
         base = json.load(fh)
     if isinstance(base, list):
@@ -166,38 +172,63 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None
     raise SystemExit(f"server for {url} did not start in {timeout:.0f} s")
 
 
-def measure(url: str, requests: int, concurrency: int, top_k: int) -> dict:
-    import httpx
+def sequential_latencies(client, n: int, top_k: int, offset: int = 0) -> list[float]:
+    """Seconds per request for ``n`` requests sent one after another."""
+    out = []
+    for i in range(offset, offset + n):
+        t0 = time.perf_counter()
+        r = client.post("/text", data={"query": QUERIES[i % len(QUERIES)], "top_k": top_k})
+        out.append(time.perf_counter() - t0)
+        r.raise_for_status()
+    return out
 
-    with httpx.Client(base_url=url, timeout=120) as client:
-        for i in range(10):  # warm-up: first-request allocations, caches
-            client.post("/text", data={"query": QUERIES[i % len(QUERIES)], "top_k": top_k}).raise_for_status()
-        latencies = []
-        started = time.perf_counter()
-        for i in range(requests):
-            t0 = time.perf_counter()
-            r = client.post("/text", data={"query": QUERIES[i % len(QUERIES)], "top_k": top_k})
-            latencies.append(time.perf_counter() - t0)
-            r.raise_for_status()
-        sequential = requests / (time.perf_counter() - started)
+
+def concurrent_seconds(url: str, n: int, concurrency: int, top_k: int) -> float:
+    """Wall seconds for ``n`` requests sent by ``concurrency`` client threads."""
+    import httpx
 
     def one(i: int) -> None:
         with httpx.Client(base_url=url, timeout=120) as c:
-            for j in range(i, requests, concurrency):
+            for j in range(i, n, concurrency):
                 c.post("/text", data={"query": QUERIES[j % len(QUERIES)], "top_k": top_k}).raise_for_status()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(concurrency)))
-    concurrent = requests / (time.perf_counter() - started)
-    ms = sorted(x * 1000 for x in latencies)
-    return {
-        "p50_ms": statistics.median(ms),
-        "p95_ms": ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))],
-        "mean_ms": statistics.fmean(ms),
-        "rps_sequential": sequential,
-        "rps_concurrent": concurrent,
-    }
+    return time.perf_counter() - started
+
+
+def measure_both(urls: dict[str, str], requests: int, concurrency: int, top_k: int, rounds: int = 4) -> dict:
+    """Alternate the servers in ``rounds`` slices so that load from anything else on the machine
+    falls on both alike; returns per-server latency percentiles and requests/s."""
+    import httpx
+
+    clients = {name: httpx.Client(base_url=url, timeout=120) for name, url in urls.items()}
+    try:
+        for client in clients.values():  # warm-up: first-request allocations, caches
+            sequential_latencies(client, 10, top_k)
+        latencies = {name: [] for name in urls}
+        busy = {name: 0.0 for name in urls}
+        per_round = max(1, requests // rounds)
+        for r in range(rounds):
+            for name, client in clients.items():
+                latencies[name] += sequential_latencies(client, per_round, top_k, offset=r * per_round)
+            for name, url in urls.items():
+                busy[name] += concurrent_seconds(url, per_round, concurrency, top_k)
+    finally:
+        for client in clients.values():
+            client.close()
+    out = {}
+    for name in urls:
+        ms = sorted(x * 1000 for x in latencies[name])
+        out[name] = {
+            "p50_ms": statistics.median(ms),
+            "p95_ms": ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))],
+            "mean_ms": statistics.fmean(ms),
+            "rps_sequential": len(ms) / (sum(ms) / 1000),
+            "rps_concurrent": per_round * rounds / busy[name],
+        }
+    return out
 
 
 def search_only(db_dir: Path, rounds: int = 50) -> tuple[float, float]:
@@ -230,11 +261,12 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--output-dir", help="reuse this multimodal output's encoders instead of training one")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads per server (both servers; default: torch's choice)")
     parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_server:
-        run_plain_server(args.output_dir, args.port, args.device)
+        run_plain_server(args.output_dir, args.port, args.device, args.threads)
         return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -250,29 +282,32 @@ def main() -> None:
         print(f"search only (1 query, {args.scenes} image vectors): python loop {loop_ms:.2f} ms, "
               f"vectorised {vec_ms:.3f} ms", flush=True)
 
-        results = {}
+        threads = ["--threads", str(args.threads)] if args.threads else []
         servers = {
-            "plain": [sys.executable, __file__, "--plain-server", "--output-dir", str(big), "--device", args.device],
+            "plain": [sys.executable, __file__, "--plain-server", "--output-dir", str(big), "--device", args.device, *threads],
             "kitaeru": [sys.executable, "-m", "kitaeru", "serve", "--output-dir", str(big), "--device", args.device,
-                        "--log-level", "warning"],
+                        "--log-level", "warning", *threads],
         }
-        for name, cmd in servers.items():
-            port = free_port()
-            proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                url = f"http://127.0.0.1:{port}"
+        procs, urls, startup = {}, {}, {}
+        try:
+            for name, cmd in servers.items():
+                port = free_port()
                 t0 = time.perf_counter()
-                wait_healthy(url, proc)
-                startup = time.perf_counter() - t0
-                results[name] = measure(url, args.requests, args.concurrency, args.top_k)
-                results[name]["startup_s"] = startup
-            finally:
+                procs[name] = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL)
+                urls[name] = f"http://127.0.0.1:{port}"
+                wait_healthy(urls[name], procs[name])
+                startup[name] = time.perf_counter() - t0
+            results = measure_both(urls, args.requests, args.concurrency, args.top_k)
+        finally:
+            for proc in procs.values():
                 proc.terminate()
                 proc.wait(timeout=30)
-            r = results[name]
+        for name, r in results.items():
             print(f"{name:8s} /text over {args.scenes} scenes: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
                   f"mean {r['mean_ms']:.1f} ms, {r['rps_sequential']:.1f} req/s sequential, "
-                  f"{r['rps_concurrent']:.1f} req/s with {args.concurrency} clients (start-up {startup:.1f} s)", flush=True)
+                  f"{r['rps_concurrent']:.1f} req/s with {args.concurrency} clients (start-up {startup[name]:.1f} s)",
+                  flush=True)
         plain, ours = results["plain"], results["kitaeru"]
         print(f"ratio plain/kitaeru: p50 latency {plain['p50_ms'] / ours['p50_ms']:.2f}x, "
               f"p95 latency {plain['p95_ms'] / ours['p95_ms']:.2f}x, "

@@ -208,5 +208,5 @@ def test_serve_command_end_to_end(output):
     time.sleep(0.2)
     while not lines.empty():
         seen.append(lines.get())
-    assert proc.returncode in (0, 130), "".join(seen)  # 130: stopped by Ctrl+C, as a shell reports it
+    assert proc.returncode == 0, "".join(seen)  # Ctrl+C is how a server is stopped: not an error
     assert "Application shutdown complete" in "".join(seen)

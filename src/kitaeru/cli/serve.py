@@ -30,6 +30,7 @@ def serve(
     host: Optional[str] = typer.Option(None, "--host", help=_help("host")),
     port: Optional[int] = typer.Option(None, "--port", help=_help("port")),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=_help("threads")),
     max_upload_mb: Optional[float] = typer.Option(None, "--max-upload-mb", help=_help("max_upload_mb")),
     log_level: Optional[str] = typer.Option(None, "--log-level", help=_help("log_level")),
     cfg_name: Optional[str] = CfgNameOption,
@@ -42,7 +43,7 @@ def serve(
     cfg = build_config(
         ServeConfig, "serve", cfg_name, config_file,
         output_dir=output_dir, index=index, model=model, pretrained=pretrained, data_dir=data_dir, host=host,
-        port=port, device=device, max_upload_mb=max_upload_mb, log_level=log_level,
+        port=port, device=device, threads=threads, max_upload_mb=max_upload_mb, log_level=log_level,
     )
     from kitaeru.core.console import info, warn
     from kitaeru.core.device import resolve_device

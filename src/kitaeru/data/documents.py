@@ -215,6 +215,7 @@ class DocumentAugment:
         jpeg_quality: Sequence[int] = (30, 95),
         jpeg_p: float = 0.5,
         shadow_p: float = 0.4,
+        scan_p: float = 0.1,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ):
@@ -228,6 +229,7 @@ class DocumentAugment:
         self.margin = float(margin)
         self.noise_std = float(noise_std)
         self.shadow_p = float(shadow_p)
+        self.scan_p = float(scan_p)
         self._mean = torch.tensor(mean).view(3, 1, 1)
         self._std = torch.tensor(std).view(3, 1, 1)
         self._crop = v2.RandomResizedCrop(self.image_size, scale=tuple(crop_scale), ratio=(0.85, 1.18), antialias=True)
@@ -289,10 +291,19 @@ class DocumentAugment:
         return shaded.round().clamp(0, 255).to(torch.uint8)
 
     def photo(self, doc):
-        """A uint8 (3, S, S) random photo of the uint8 (3, H, W) document ``doc``."""
-        canvas, fill = self._on_background(doc)
-        image = self._warp(canvas, fill)
-        image = self._crop(image)
+        """A uint8 (3, S, S) random photo of the uint8 (3, H, W) document ``doc``.
+
+        With probability ``scan_p`` it is a flat scan instead (the whole page, no background or
+        warp): registered templates look like that, so training must see it too.
+        """
+        import torch
+        from torchvision.transforms.v2 import functional as F
+
+        if self.scan_p and float(torch.rand(())) < self.scan_p:
+            image = F.resize(doc, [self.image_size, self.image_size], antialias=True)
+        else:
+            canvas, fill = self._on_background(doc)
+            image = self._crop(self._warp(canvas, fill))
         image = self._lighting(image)
         image = self._shadow(image)
         image = self._blur(image)

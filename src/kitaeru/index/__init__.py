@@ -1,1 +1,6 @@
 """Vector index build / load / search, with its metadata table."""
+
+from kitaeru.index.embeddings_io import read_embeddings  # noqa: E402,F401  (numpy/pyarrow only)
+from kitaeru.index.faiss_index import VectorIndex, build_index, load_index  # noqa: E402,F401
+
+__all__ = ["VectorIndex", "build_index", "load_index", "read_embeddings"]

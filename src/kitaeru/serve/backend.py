@@ -96,15 +96,3 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     return m / np.maximum(norms, 1e-12)
 
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest scores, best first (a partial sort: O(N) for small k)."""
-    n = scores.shape[0]
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k < n:
-        idx = np.argpartition(-scores, k - 1)[:k]
-    else:
-        idx = np.arange(n)
-    return idx[np.argsort(-scores[idx], kind="stable")]

@@ -32,6 +32,12 @@ class ServeConfig(RecipeConfig):
     host: str = Field("127.0.0.1", description="Address to listen on (127.0.0.1 = this machine only; 0.0.0.0 = all).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
     device: str = Field("auto", description="Device for the query encoders: auto|cuda|mps|cpu (auto = cuda, then mps, then cpu).")
+    threads: Optional[int] = Field(
+        None,
+        ge=1,
+        description="CPU threads torch may use to encode one query (default: torch's choice, about one per core); "
+        "on a busy CPU 1 is often fastest for text queries.",
+    )
     max_upload_mb: float = Field(10.0, gt=0, le=1024, description="Largest accepted image upload, in MB (bigger → 413).")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn log level (debug also logs every request)."

@@ -8,6 +8,10 @@ from .config import ServeConfig
 
 def load_backend(cfg: ServeConfig, device: str) -> SearchBackend:
     """The index backend for ``--index``, the multimodal backend for ``--output-dir``."""
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     if cfg.index:
         from .index_backend import IndexBackend
 

@@ -11,7 +11,9 @@ A query is compared with (``search_in``):
   flat list of text and image vectors together).
 
 Both matrices are L2-normalised once at start-up, so a request is one matrix-vector product and a
-partial sort over the scenes.
+top-k selection over the scenes. Both run in torch, on the thread pool that has just encoded the
+query: a NumPy (OpenBLAS) product right after a torch forward pass competes with torch's still
+spinning OpenMP threads and was 5-10× slower on a busy CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from PIL import Image
 from kitaeru.core.console import info as say
 from kitaeru.core.errors import ConfigError, DataError
 
-from .backend import SearchBackend, normalize_rows, top_k
+from .backend import SearchBackend, normalize_rows
 from .safe_files import ImageRoot
 
 VECTOR_DB_FILE = "vector_db.json"
@@ -46,8 +48,10 @@ class MultimodalBackend(SearchBackend):
         self.db_path = db_path
         self.versioned_on_disk = versioned_on_disk
         self.query_image_size = int(encoder.image_encoder.image_size)
-        self.image_matrix = normalize_rows(db.image_embeddings)
-        self.text_matrix = normalize_rows(db.text_embeddings)
+        import torch
+
+        self.image_matrix = torch.from_numpy(normalize_rows(db.image_embeddings))
+        self.text_matrix = torch.from_numpy(normalize_rows(db.text_embeddings))
         self.records = [{k: v for k, v in scene.items() if k not in ("text_embedding", "image_embedding")}
                         for scene in db.scenes]
         self.rows_by_scene_id = {str(r.get("scene_id")): i for i, r in enumerate(self.records)}
@@ -57,8 +61,8 @@ class MultimodalBackend(SearchBackend):
     def load(cls, output_dir: str | os.PathLike, *, device: str = "cpu",
              data_dir: str | os.PathLike | None = None) -> "MultimodalBackend":
         """Read the vector DB and load the query encoders once."""
-        from kitaeru.data.vector_db import load_vector_db
         from kitaeru.models.scene_query import load_query_encoder
+        from kitaeru.viz.map_scenes import read_scene_db
 
         root = Path(output_dir)
         if not root.is_dir():
@@ -66,9 +70,7 @@ class MultimodalBackend(SearchBackend):
         db_path = root / VECTOR_DB_FILE
         if not db_path.is_file():
             raise DataError(f"{db_path}: not found; is '{output_dir}' the --output-dir of 'kitaeru multimodal train'?")
-        db = load_vector_db(db_path)
-        if len(db) == 0:
-            raise DataError(f"{db_path}: holds no scenes")
+        db = read_scene_db(str(db_path))
         encoder = load_query_encoder(root, device)
         for what, matrix in (("image", db.image_embeddings), ("text", db.text_embeddings)):
             if matrix.shape[1] != encoder.embed_dim:
@@ -112,22 +114,26 @@ class MultimodalBackend(SearchBackend):
         return self._nearest(vector[0], top_k, target)
 
     def _nearest(self, query: np.ndarray, k: int, target: str) -> list[dict[str, Any]]:
-        q = normalize_rows(query)[0]
+        import torch
+
+        q = torch.from_numpy(normalize_rows(query)[0])
         matched = None
-        if target == "image":
-            scores = self.image_matrix @ q
-        elif target == "text":
-            scores = self.text_matrix @ q
-        else:
-            by_image, by_text = self.image_matrix @ q, self.text_matrix @ q
-            scores = np.maximum(by_image, by_text)
-            matched = np.where(by_image >= by_text, "image", "text")
+        with torch.inference_mode():
+            if target == "image":
+                scores = self.image_matrix @ q
+            elif target == "text":
+                scores = self.text_matrix @ q
+            else:
+                by_image, by_text = self.image_matrix @ q, self.text_matrix @ q
+                scores = torch.maximum(by_image, by_text)
+                matched = by_image >= by_text
+            best, rows = torch.topk(scores, min(k, scores.shape[0]))
         results = []
-        for rank, row in enumerate(top_k(scores, k).tolist(), 1):
+        for rank, (score, row) in enumerate(zip(best.tolist(), rows.tolist()), 1):
             record = self.records[row]
-            hit = {"rank": rank, "id": row, "score": float(scores[row]), **record}
+            hit = {"rank": rank, "id": row, "score": float(score), **record}
             if matched is not None:
-                hit["matched"] = str(matched[row])
+                hit["matched"] = "image" if bool(matched[row]) else "text"
             hit["image_url"] = f"/image/{row}" if self.image_root.root is not None and record.get("image_path") else None
             results.append(hit)
         return results

@@ -65,7 +65,7 @@ def _raise_startup_error(app: Any) -> None:
 
 
 def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:
-    """Serve ``app`` until interrupted (Ctrl+C); raise the backend's start-up error, if any."""
+    """Serve ``app`` until Ctrl+C (a clean stop, not an error); raise the backend's start-up error, if any."""
     sock = bind_socket(host, port)
     app.state.url = _url(host, int(sock.getsockname()[1]))
     server, quiet = _make_server(app, log_level)
@@ -73,6 +73,9 @@ def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level
     uvicorn_log.addFilter(quiet)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl+C after its graceful shutdown: stopping the server is not an error
+        pass
     except SystemExit as exc:  # uvicorn exits this way when the application fails to start
         _raise_startup_error(app)
         raise KitaeruError(f"the search server failed to start (exit status {exc.code})") from None

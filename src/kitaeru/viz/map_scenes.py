@@ -18,6 +18,17 @@ VECTOR_DB_FILE = "vector_db.json"
 HIDDEN_COLUMNS = ("umap_coords", "image_url")
 
 
+def read_scene_db(path: str):
+    """A non-empty vector DB (either shape) from ``path``, with one-line errors."""
+    from kitaeru.core.storage import read_json
+    from kitaeru.data.vector_db import VectorDB
+
+    data = read_json(path)
+    if (isinstance(data, list) and not data) or (isinstance(data, dict) and data.get("scenes") == []):
+        raise DataError(f"{path}: holds no scenes")
+    return VectorDB.from_json(data, str(path))
+
+
 def vector_db_path(output_dir: str) -> str:
     from kitaeru.core.storage import join
 
@@ -34,15 +45,12 @@ def load_scene_points(
 ) -> MapPoints:
     """The scenes of ``output_dir``'s vector DB; ``wanted_for(total)`` says how many to sample."""
     from kitaeru.core.storage import exists, is_remote, join
-    from kitaeru.data.vector_db import load_vector_db
 
     path = vector_db_path(output_dir)
     if not exists(path):
         raise DataError(f"{path}: not found; is '{output_dir}' the --output-dir of 'kitaeru multimodal train'?")
-    db = load_vector_db(path)
+    db = read_scene_db(path)
     total = len(db)
-    if total == 0:
-        raise DataError(f"{path}: holds no scenes")
     rows = sample_rows(total, wanted_for(total), random_state)
     picked = list(range(total)) if rows is None else rows.tolist()
     matrix = db.image_embeddings if modality == "image" else db.text_embeddings

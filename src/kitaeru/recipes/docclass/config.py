@@ -68,6 +68,7 @@ class AugmentSection(RecipeConfig):
     jpeg_quality: tuple[int, int] = Field((30, 95), description="JPEG re-compression quality range.")
     jpeg_p: float = Field(0.5, ge=0, le=1, description="Probability of a JPEG re-compression.")
     shadow_p: float = Field(0.4, ge=0, le=1, description="Probability of a soft shadow across the photo.")
+    scan_p: float = Field(0.1, ge=0, le=1, description="Probability of a flat scan (whole page, no background or warp) instead of a photo.")
 
     @field_validator("crop_scale")
     @classmethod

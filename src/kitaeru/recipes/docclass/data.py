@@ -59,6 +59,7 @@ def build_augment(config: DocclassConfig, image_size: int | None = None) -> Docu
         jpeg_quality=a.jpeg_quality,
         jpeg_p=a.jpeg_p,
         shadow_p=a.shadow_p,
+        scan_p=a.scan_p,
     )
 
 
