@@ -125,3 +125,14 @@ def test_text_encoder_default_and_local_folder(tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ConfigError, match="not found"):
         create_text_encoder(str(tmp_path / "absent") + "/")
+
+
+def test_corrupt_image_is_data_error_even_after_ultralytics_patches_pil(tmp_path):
+    # Ultralytics replaces PIL.Image.open process-wide; our reader must still call a corrupt file corrupt.
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils.patches  # noqa: F401 - applies the patch
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"definitely not an image")
+    with pytest.raises(DataError, match="bad.png: cannot read image"):
+        open_image(bad)

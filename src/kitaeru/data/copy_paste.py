@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 
 from kitaeru.core.config import RecipeConfig
 from kitaeru.core.errors import DataError
+from kitaeru.data.images import pil_open
 
 CUTOUT_EXTENSIONS = (".png", ".webp")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -169,7 +170,7 @@ def _has_alpha(path: Path) -> bool:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with pil_open(path) as img:
             return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     except OSError:
         return False
@@ -336,13 +337,13 @@ def _load_cutout(cut: CutOut, unreadable: dict[Path, str]):
     from PIL import Image
 
     try:
-        with Image.open(cut.image) as img:
+        with pil_open(cut.image) as img:
             img.load()
             if cut.mask is None:
                 rgba = img.convert("RGBA")
             else:
                 rgba = img.convert("RGB").convert("RGBA")
-                with Image.open(cut.mask) as mask_img:
+                with pil_open(cut.mask) as mask_img:
                     mask = mask_img.convert("L")
                 if mask.size != rgba.size:
                     unreadable[cut.image] = f"mask {cut.mask.name} is {mask.size}, image is {rgba.size}"

@@ -24,6 +24,20 @@ Image.MAX_IMAGE_PIXELS = 16384 * 16384
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+def pil_open(source, *args, **kwargs) -> Image.Image:
+    """PIL's own ``Image.open``, even after Ultralytics has replaced it process-wide.
+
+    Ultralytics (imported by ``kitaeru detect``) swaps ``PIL.Image.open`` for a wrapper that, on any
+    unidentified file, tries to install and register a HEIF plugin; a corrupt image then surfaces
+    as an ImportError (or a pip run) instead of ``UnidentifiedImageError``. The wrapper keeps the
+    original as ``_image_open`` in its module globals.
+    """
+    opener = Image.open
+    if getattr(opener, "__module__", "PIL.Image") != "PIL.Image":
+        opener = getattr(opener, "__globals__", {}).get("_image_open", opener)
+    return opener(source, *args, **kwargs)
+
+
 def _label(source: ImageSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
@@ -48,7 +62,7 @@ def open_image(source: ImageSource, *, min_side: int | None = None) -> Image.Ima
         elif not Path(source).is_file():
             raise DataError(f"{label}: image not found")
     try:
-        with Image.open(source) as img:
+        with pil_open(source) as img:
             if min_side and img.format == "JPEG":
                 w, h = img.size
                 scale = min(w, h) / float(min_side)
@@ -57,6 +71,6 @@ def open_image(source: ImageSource, *, min_side: int | None = None) -> Image.Ima
             img.load()
             img = ImageOps.exif_transpose(img)
             return img.convert("RGB") if img.mode != "RGB" else img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "corrupt"
         raise DataError(f"{label}: cannot read image ({type(exc).__name__}: {reason})") from exc

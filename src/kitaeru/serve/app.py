@@ -184,14 +184,12 @@ def create_app(
 def decode_upload(data: bytes, name: str, min_side: int | None = None):
     """The uploaded bytes as an RGB image, or an HTTP 400/413 naming the problem (JPEGs much larger
     than ``min_side`` are decoded at reduced scale, as ``kitaeru embed`` decodes them)."""
-    from PIL import Image
-
-    from kitaeru.data.images import open_image
+    from kitaeru.data.images import open_image, pil_open
 
     if not data:
         raise HTTPException(400, f"{name}: empty upload")
     try:
-        with Image.open(_bytes_io(data)) as probe:  # header only: refuse pixel bombs before decoding
+        with pil_open(_bytes_io(data)) as probe:  # header only: refuse pixel bombs before decoding
             width, height = probe.size
     except Exception:  # noqa: BLE001 - anything PIL cannot identify is "not an image"
         raise HTTPException(400, f"{name}: not an image (cannot identify the file format)") from None

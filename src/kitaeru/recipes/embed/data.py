@@ -67,9 +67,9 @@ def read_texts(texts_file: str | None, texts: list[str] | None) -> list[str]:
 
 def original_size(data: bytes) -> tuple[int, int]:
     """(width, height) of an encoded image as displayed (after EXIF rotation), from its header only."""
-    from PIL import Image
+    from kitaeru.data.images import pil_open
 
-    with Image.open(io.BytesIO(data)) as img:
+    with pil_open(io.BytesIO(data)) as img:
         width, height = img.size
         try:
             orientation = img.getexif().get(0x0112)
