@@ -137,6 +137,12 @@ def test_sample_documents_command(cli, tmp_path):
     assert all((tmp_path / "docs" / p.name).read_bytes() == p.read_bytes() for p in again)
     other = generate_documents(tmp_path / "other", 1, seed=3)[0]
     assert other.read_bytes() != (tmp_path / "docs" / "id_card_000.png").read_bytes()
+    r = cli("sample", "documents", "--out", tmp_path / "two", "--num", "2", "--photos", tmp_path / "photos")
+    assert r.exit_code == 0, r.stderr
+    photos = sorted((tmp_path / "photos").iterdir())
+    assert [p.name for p in photos] == ["id_card_000.jpg", "passport_001.jpg"]
+    with Image.open(photos[0]) as photo:
+        assert photo.size == (320, 320) and photo.format == "JPEG"
     r = cli("sample", "documents", "--out", tmp_path / "x", "--kinds", "id_card,menu")
     assert r.exit_code == 2 and "unknown document kind 'menu'" in r.stderr
 
@@ -173,7 +179,7 @@ def test_threshold_and_tpr_at_fpr():
 # ---- presets and config ------------------------------------------------------------------------
 def test_every_shipped_preset_validates():
     names = list_presets(RECIPE)
-    assert {"lcnet050_cosface_96", "lcnet050_arcface_128"} <= set(names)
+    assert {"lcnet050_cosface_96", "lcnet050_arcface_128", "cpu_quickstart"} <= set(names)
     for name in names:
         config = validate_preset(DocclassConfig, RECIPE, name)
         assert config.name == name
@@ -274,3 +280,14 @@ def test_margin_losses_train_a_step():
     assert warmup_poly_factor(9, 10, 100, 1.0) == pytest.approx(1.0)
     assert warmup_poly_factor(55, 10, 100, 1.0) == pytest.approx(0.5)
     assert warmup_poly_factor(100, 10, 100, 2.0) == 0.0
+
+
+def test_without_a_pool_templates_are_generated_into_the_run(tmp_path):
+    from kitaeru.recipes.docclass.data import build_data, resolve_pool_dir
+
+    config = load_config(DocclassConfig, RECIPE, cfg_name="cpu_quickstart", overrides={"data.sample_templates": 3})
+    assert resolve_pool_dir(config, tmp_path) == str(tmp_path / "sample_templates")
+    assert sorted(p.name for p in (tmp_path / "sample_templates").iterdir()) == ["id_card_000.png", "passport_001.png", "receipt_002.png"]
+    data = build_data(config, tmp_path)  # reuses the generated folder
+    assert data.num_classes == 3 and len(data.train) == 3 * 320 and len(data.val) == 3 * 6
+    assert data.meta() == {"templates": ["id_card_000", "passport_001", "receipt_002"], "orientations": ["rot0"], "num_classes": 3}

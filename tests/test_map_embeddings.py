@@ -132,6 +132,21 @@ def test_sample_shards_and_umap_options(cli, inputs, tmp_path):
     assert json.loads(again.read_text())["points"] == doc["points"]
 
 
+def test_remote_input_through_fsspec(cli, inputs, tmp_path):
+    """An s3://-style URL, here fsspec's in-memory filesystem: the shards are read from there."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for shard in sorted(inputs["shards"].glob("*.parquet")):
+        fs.pipe(f"/map-test/shards/{shard.name}", shard.read_bytes())
+    out = tmp_path / "remote.json"
+    r = cli("map", "--embeddings", "memory://map-test/shards", "--out", tmp_path / "r.png", "--json", out,
+            "--sample", "15")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["n_points"] == 15 and doc["total_points"] == 60 and doc["source"] == "memory://map-test/shards"
+
+
 def test_npy_inputs_and_the_point_cap(cli, inputs, tmp_path):
     out = tmp_path / "c.json"
     r = cli("map", "--embeddings", inputs["npy"], "--out", tmp_path / "m.png", "--json", out, "--max-points", "30",

@@ -87,6 +87,24 @@ def test_health_describes_the_index(api, indexed):
     assert health["max_upload_bytes"] == LIMIT
 
 
+def test_small_responses_are_not_held_back_by_delayed_acks(api):
+    """Connections must get TCP_NODELAY: without it every response waits ~40 ms for a delayed ACK."""
+    import socket
+    import statistics
+    import time
+
+    from kitaeru.serve.server import bind_socket
+
+    with bind_socket("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY only on such sockets
+    times = []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        assert api.get("/health").status_code == 200
+        times.append(time.perf_counter() - t0)
+    assert statistics.median(times) < 0.03
+
+
 def test_openapi_docs_list_every_endpoint(api):
     docs = api.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
@@ -155,6 +173,15 @@ def test_uploads_over_10_mb_are_413_and_the_server_lives_on(api, indexed):
     assert streamed.request.headers.get("transfer-encoding") == "chunked"
     assert streamed.status_code == 413
     assert _raw_post_status(api, "/image", declared_length=10**12) == 413  # refused before any body is read
+    import io
+
+    from PIL import Image
+
+    bomb = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(bomb, format="PNG")  # tiny file, 81 megapixels
+    assert len(bomb.getvalue()) < LIMIT
+    r = api.post("/image", files={"file": ("bomb.png", bomb.getvalue(), "image/png")})
+    assert r.status_code == 413 and "pixels" in r.json()["detail"]
     just_fits = (indexed["images"] / "000000000030.jpg").read_bytes()
     assert api.post("/image", files={"file": ("ok.jpg", just_fits)}).status_code == 200
 

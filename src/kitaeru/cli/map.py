@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from kitaeru.core.config import field_help
 from kitaeru.viz.map_config import MapConfig
@@ -17,7 +16,7 @@ app = typer.Typer(help="Draw a UMAP map of embeddings (embed output) or of a mul
 
 
 def _help(name: str) -> str:
-    return escape(field_help(MapConfig, name))
+    return field_help(MapConfig, name)
 
 
 @app.command()

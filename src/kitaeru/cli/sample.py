@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -41,14 +42,20 @@ def documents(
     kinds: str = typer.Option(
         "id_card,passport,receipt,form,letter", "--kinds", help="Comma-separated document kinds: id_card, passport, receipt, form, letter."
     ),
+    photos: Optional[Path] = typer.Option(
+        None, "--photos", help="Also write one synthetic photo of each template (<name>.jpg) into this folder, to try 'docclass classify'."
+    ),
 ) -> None:
     """Synthetic document templates (ID card, passport with MRZ, receipt, form, letter) for docclass.
 
-    Example: kitaeru sample documents --out data/templates --num 20
+    Example: kitaeru sample documents --out data/templates --num 8 --photos data/photos
     """
     from kitaeru.core.console import info
-    from kitaeru.data.sample_documents import generate_documents
+    from kitaeru.data.sample_documents import generate_documents, write_document_photos
 
     written = generate_documents(out, num, seed=seed, kinds=[k.strip() for k in kinds.split(",") if k.strip()])
     info(f"wrote {len(written)} document template(s) to {out}")
+    if photos is not None:
+        write_document_photos(written, photos, seed=seed)
+        info(f"wrote {len(written)} photo(s) of them to {photos}")
     typer.echo(str(out))

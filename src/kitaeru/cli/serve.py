@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from kitaeru.core.config import field_help
 from kitaeru.serve.config import ServeConfig
@@ -17,7 +16,7 @@ app = typer.Typer(help="Serve text and image search over HTTP.")
 
 
 def _help(name: str) -> str:
-    return escape(field_help(ServeConfig, name))
+    return field_help(ServeConfig, name)
 
 
 @app.command()

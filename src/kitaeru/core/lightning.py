@@ -16,7 +16,13 @@ from .run import RunFolder
 
 
 class EvidenceCallback(L.Callback):
-    """After each validation epoch, append ``callback_metrics`` + seconds + lr to ``results.csv``."""
+    """At the end of each training epoch, append ``callback_metrics`` + seconds + lr to ``results.csv``.
+
+    Why ``on_train_epoch_end``: by then Lightning has run this epoch's validation and reduced the
+    epoch-level training metrics (``epoch_end_reached``), so the row holds the epoch's own numbers.
+    Callbacks' ``on_validation_epoch_end`` runs *before* the module's, so a metric the module
+    computes there (AUROC over all validation features, say) would be one epoch stale.
+    """
 
     def __init__(self, run: RunFolder, *, log_tensorboard: bool = False):
         # Lightning's own TensorBoardLogger usually writes the scalars; avoid writing them twice.
@@ -27,8 +33,8 @@ class EvidenceCallback(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.time()
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
         row: dict[str, Any] = {"epoch": trainer.current_epoch + 1, "seconds": round(time.time() - self._epoch_start, 3)}
         for key, value in trainer.callback_metrics.items():

@@ -233,3 +233,24 @@ def generate_documents(out_dir: str | Path, num: int, *, seed: int = 0, kinds: S
             image.save(tmp, format="PNG")
         written.append(target)
     return written
+
+
+def write_document_photos(templates: Sequence[Path], out_dir: str | Path, *, seed: int = 0, size: int = 320) -> list[Path]:
+    """One synthetic photo (mild perspective, lighting, JPEG) of each template as ``<stem>.jpg``."""
+    from kitaeru.core.storage import atomic_path, ensure_writable_dir
+    from kitaeru.data.documents import DocumentAugment, augmented_photo
+
+    folder = ensure_writable_dir(out_dir)
+    augment = DocumentAugment(
+        size, perspective=0.1, margin=0.06, brightness=0.15, contrast=0.15, saturation=0.05, hue=0.0,
+        shadow_p=0.3, blur_p=0.2, noise_std=0.01, crop_scale=(0.95, 1.0), scan_p=0.0,
+    )
+    written = []
+    for index, path in enumerate(templates):
+        with Image.open(path) as image:
+            photo = augmented_photo(image.convert("RGB"), augment, seed=seed * 100_003 + index)
+        target = folder / f"{Path(path).stem}.jpg"
+        with atomic_path(target) as tmp:
+            photo.save(tmp, format="JPEG", quality=88)
+        written.append(target)
+    return written

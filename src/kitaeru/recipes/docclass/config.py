@@ -119,7 +119,7 @@ class TrainSection(RecipeConfig):
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision.")
     gradient_clip: float = Field(5.0, ge=0, description="Gradient-norm clipping value (0 = off).")
     device: str = Field("auto", description="Device: auto|cuda|cuda:N|mps|cpu.")
-    output_dir: str = Field("runs/docclass", description="Folder that receives one run folder per training run.")
+    output_dir: str = Field("runs/docclass", description="Local folder that receives one run folder per training run.")
     monitor: Literal["val_auroc", "val_tpr_fpr1e-4", "val_tpr_fpr1e-3", "val_tpr_fpr1e-2", "val_tpr_fpr1e-1"] = Field(
         "val_auroc", description="Validation metric that picks the best checkpoint."
     )

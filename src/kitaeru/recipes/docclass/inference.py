@@ -78,7 +78,8 @@ def _onnx_model(path: Path) -> FeatureModel:
     sidecar = sidecar_path(path)
     meta: dict[str, Any] = read_json(sidecar) if sidecar.is_file() else {}
     shape = inputs[0].shape
-    size = meta.get("image_size") or (shape[-1] if isinstance(shape[-1], int) else None)
+    # The graph's own fixed size wins over the sidecar's; the sidecar covers fully dynamic graphs.
+    size = shape[-1] if isinstance(shape[-1], int) else meta.get("image_size")
     dim = meta.get("embedding_dim") or (outputs[0].shape[-1] if isinstance(outputs[0].shape[-1], int) else None)
     if not size or not dim:
         raise DataError(f"{path}: image size / feature size unknown (no fixed dims in the graph and no {sidecar.name})")

@@ -8,6 +8,7 @@ metric) and ``weights/last.ckpt`` (for resume and for the OOM ladder).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any, Iterator, Sequence
 
 from kitaeru.core.console import info, warn
 from kitaeru.core.device import DeviceInfo, GpuTier, resolve_device
-from kitaeru.core.errors import KitaeruError
+from kitaeru.core.errors import ConfigError, KitaeruError
 from kitaeru.core.resources import Plan, fewer_workers, fit_with_oom_recovery, halve_batch, plan_resources
 from kitaeru.core.run import RunFolder, timestamped_dir
+from kitaeru.core.storage import is_remote
 
 from .config import DocclassConfig
 from .data import DocclassData, build_data, make_loaders
@@ -184,6 +186,11 @@ def train(
         run_dir = Path(resume_dir)
         if not (run_dir / "weights" / "last.ckpt").is_file():
             raise KitaeruError(f"--resume: {run_dir} has no weights/last.ckpt to resume from")
+    elif is_remote(config.train.output_dir):
+        raise ConfigError(
+            f"train.output_dir: '{config.train.output_dir}' is a URL; runs are written to a local folder "
+            "(copy the run folder to the bucket afterwards)"
+        )
     else:
         run_dir = timestamped_dir(config.train.output_dir, config.name)
     run = RunFolder(run_dir)
@@ -196,6 +203,11 @@ def train(
         initial_plan = plan_for(config, device)
         info(f"device {device.device} (tier {device.tier.value}); batch {initial_plan['batch']}, workers {initial_plan['workers']}")
         module = DocClassModule(config, data.num_classes, data.meta(), net=create_network(config))
+        if device.type == "cuda":
+            import torch
+
+            module.net.to(memory_format=torch.channels_last)
+            module.channels_last = True
         untrained = previous.get("untrained_metrics") if resume_dir is not None else None
         if untrained is None:
             untrained = evaluate_untrained(module, data, device, initial_plan, config)
@@ -232,7 +244,7 @@ def train(
         best_epoch=best_info.get("epoch"),
         metrics=metrics,
         last_epoch_metrics=final,
-        untrained_metrics={k: untrained[k] for k in untrained},
+        untrained_metrics=dict(untrained),
         unknown_threshold=best_info.get("unknown_threshold"),
         threshold_fpr=config.train.threshold_fpr,
         classes=data.meta(),
@@ -243,6 +255,4 @@ def train(
         epochs_completed=int(trainer.current_epoch),
     )
     run.close()
-    import json
-
     return TrainOutcome(run_dir=run.path, result=json.loads(Path(result).read_text(encoding="utf-8")))
