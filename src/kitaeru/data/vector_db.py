@@ -56,8 +56,10 @@ class VectorDB:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.text_embeddings = np.asarray(self.text_embeddings, dtype=np.float32).reshape(len(self.scenes), -1)
-        self.image_embeddings = np.asarray(self.image_embeddings, dtype=np.float32).reshape(len(self.scenes), -1)
+        n = len(self.scenes)
+        for name in ("text_embeddings", "image_embeddings"):
+            array = np.asarray(getattr(self, name), dtype=np.float32)
+            setattr(self, name, array.reshape(n, -1) if n else array.reshape(0, array.shape[-1] if array.ndim == 2 else 0))
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -119,6 +121,8 @@ class VectorDB:
     @classmethod
     def from_json(cls, data: Any, source: str = "vector_db.json") -> "VectorDB":
         """Build from either JSON shape (see the module docstring)."""
+        if (isinstance(data, list) and not data) or (isinstance(data, dict) and data.get("scenes") == []):
+            raise DataError(f"{source}: the vector DB holds no scenes")
         if isinstance(data, list):
             return _from_flat(data, source)
         if isinstance(data, dict) and isinstance(data.get("scenes"), list):

@@ -340,3 +340,13 @@ def concat_metadata(tables: Iterable["pa.Table"]) -> "pa.Table":
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"metadata columns cannot be combined ({str(exc).splitlines()[0]})") from exc
+
+
+def summary_path(out: str | os.PathLike) -> Path:
+    """Where ``kitaeru embed`` writes its run summary for output ``out``: ``X.summary.json`` beside
+    ``X.parquet``/``X.npy``, ``DIR/_summary.json`` inside a folder of shards."""
+    text = str(out)
+    for suffix in (".parquet", ".npy"):
+        if text.endswith(suffix):
+            return Path(text[: -len(suffix)] + ".summary.json")
+    return Path(text) / "_summary.json"

@@ -16,7 +16,6 @@ import numpy as np
 
 from kitaeru.core.errors import ConfigError
 
-RANDOM_INIT_SEED = 0
 
 
 def pretrained_argument(value: str | None) -> str | None:
@@ -28,15 +27,10 @@ def pretrained_argument(value: str | None) -> str | None:
 
 def create_encoder(model: str, *, pretrained: str | None, pool: str | None, image_size: int | None,
                    resize: str | None, device: str = "cpu") -> Any:
-    """An ``ImageEncoder`` from recorded settings; random-init weights are seeded (reproducible)."""
+    """An ``ImageEncoder`` from recorded settings (random-init weights are seeded by the factory)."""
     from kitaeru.models.image_encoders import create_image_encoder
 
-    weights = pretrained_argument(pretrained)
-    if weights is None:
-        import torch
-
-        torch.manual_seed(RANDOM_INIT_SEED)
-    return create_image_encoder(model, pretrained=weights, pool=pool or "default", image_size=image_size,
+    return create_image_encoder(model, pretrained=pretrained_argument(pretrained), pool=pool or "default", image_size=image_size,
                                 resize=resize or "crop", device=device)
 
 

@@ -52,6 +52,7 @@ OPENCLIP_DEFAULT_TAGS = {
     "ViT-H-14": "laion2b_s32b_b79k",
 }
 POOLS = ("default", "cls", "mean")
+RANDOM_INIT_SEED = 0
 
 
 def parse_name(name: str) -> tuple[str, str, str | None]:
@@ -196,7 +197,12 @@ def create_image_encoder(
         pretrained_text = "none"  # the local weights file replaces the standard weights: no download
     family, arch, tag = parse_name(name)
     builder = {"torchvision": _torchvision, "timm": _timm, "open_clip": _open_clip}[family]
-    parts = builder(arch, tag, pretrained_text, pool, image_size)
+    # Random-init weights come from a fixed seed (without touching the caller's RNG), so the same
+    # name builds the same model in every process: vectors embedded by one command can be
+    # queried by another (index search, serve, multimodal search).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        parts = builder(arch, tag, pretrained_text, pool, image_size)
     module = parts["module"]
     if weights is not None:
         _load_local_weights(module, weights)

@@ -62,7 +62,7 @@ class MultimodalBackend(SearchBackend):
              data_dir: str | os.PathLike | None = None) -> "MultimodalBackend":
         """Read the vector DB and load the query encoders once."""
         from kitaeru.models.scene_query import load_query_encoder
-        from kitaeru.viz.map_scenes import read_scene_db
+        from kitaeru.data.vector_db import load_vector_db
 
         root = Path(output_dir)
         if not root.is_dir():
@@ -70,7 +70,7 @@ class MultimodalBackend(SearchBackend):
         db_path = root / VECTOR_DB_FILE
         if not db_path.is_file():
             raise DataError(f"{db_path}: not found; is '{output_dir}' the --output-dir of 'kitaeru multimodal train'?")
-        db = read_scene_db(str(db_path))
+        db = load_vector_db(str(db_path))
         encoder = load_query_encoder(root, device)
         for what, matrix in (("image", db.image_embeddings), ("text", db.text_embeddings)):
             if matrix.shape[1] != encoder.embed_dim:

@@ -61,13 +61,12 @@ def embed_image_folder(embeddings_source: str) -> str | None:
     summary it writes beside its output (``X.summary.json``, or ``DIR/_summary.json`` for shards)."""
     import json
 
+    from kitaeru.index.embeddings_io import summary_path
+
     text = str(embeddings_source)
     if "://" in text and not text.startswith("file://"):
         return None
-    if text.endswith((".parquet", ".npy")):
-        summary = Path(text.rsplit(".", 1)[0] + ".summary.json")
-    else:
-        summary = Path(text) / "_summary.json"
+    summary = summary_path(text)
     try:
         config = json.loads(summary.read_text(encoding="utf-8")).get("config") or {}
     except (OSError, ValueError, AttributeError):

@@ -11,22 +11,12 @@ import os
 from typing import Callable
 
 from kitaeru.core.errors import DataError
+from kitaeru.data.vector_db import load_vector_db
 
 from .map_points import MapPoints, flatten_metadata, sample_rows
 
 VECTOR_DB_FILE = "vector_db.json"
 HIDDEN_COLUMNS = ("umap_coords", "image_url")
-
-
-def read_scene_db(path: str):
-    """A non-empty vector DB (either shape) from ``path``, with one-line errors."""
-    from kitaeru.core.storage import read_json
-    from kitaeru.data.vector_db import VectorDB
-
-    data = read_json(path)
-    if (isinstance(data, list) and not data) or (isinstance(data, dict) and data.get("scenes") == []):
-        raise DataError(f"{path}: holds no scenes")
-    return VectorDB.from_json(data, str(path))
 
 
 def vector_db_path(output_dir: str) -> str:
@@ -49,7 +39,7 @@ def load_scene_points(
     path = vector_db_path(output_dir)
     if not exists(path):
         raise DataError(f"{path}: not found; is '{output_dir}' the --output-dir of 'kitaeru multimodal train'?")
-    db = read_scene_db(path)
+    db = load_vector_db(path)
     total = len(db)
     rows = sample_rows(total, wanted_for(total), random_state)
     picked = list(range(total)) if rows is None else rows.tolist()

@@ -28,6 +28,7 @@ from kitaeru.index.embeddings_io import (
     EMBEDDING_COLUMN, SHARD_PATTERN, EmbeddingInfo, embedding_schema, info_from_schema, make_table, meta_path_for_npy,
     vectors_from_column, write_parquet,
 )
+from kitaeru.index.embeddings_io import summary_path as embeddings_summary_path
 
 _SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
 
@@ -44,11 +45,9 @@ def output_kind(out: str) -> str:
 
 
 def summary_path(out: str) -> Path:
-    """Where the run summary goes: ``X.summary.json`` beside a file, ``DIR/_summary.json`` in a folder."""
-    kind = output_kind(out)
-    if kind == "folder":
-        return Path(out) / "_summary.json"
-    return Path(out[: -len(".parquet") if kind == "parquet" else -len(".npy")] + ".summary.json")
+    """Where the run summary goes (the rule lives with the embeddings format, which readers share)."""
+    output_kind(out)  # validates the output name
+    return embeddings_summary_path(out)
 
 
 class ShardedEmbeddingWriter:
