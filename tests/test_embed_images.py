@@ -17,17 +17,8 @@ DIM = 64
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_compute_thread():
-    """Tiny models: one torch/Faiss thread is faster and steadier than two when CPUs are shared."""
-    import faiss
-    import torch
-
-    before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    faiss.omp_set_num_threads(before[1])
+def _one_thread(one_compute_thread):
+    """Every test of this module runs with one torch/Faiss thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

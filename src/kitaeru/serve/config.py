@@ -16,7 +16,7 @@ class ServeConfig(RecipeConfig):
     output_dir: Optional[str] = Field(
         None, description="A multimodal training output folder (vector_db.json + projectors) to search."
     )
-    index: Optional[str] = Field(None, description="A Faiss index (X.faiss with X.meta.parquet and X.json) to search.")
+    index: Optional[str] = Field(None, description="A Faiss index (X.faiss with X.index.parquet and X.index.json beside it) to search.")
     model: Optional[str] = Field(
         None,
         description="With --index: the encoder for queries (default: the one the index records; text queries need "
