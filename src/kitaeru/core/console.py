@@ -15,8 +15,13 @@ from rich.text import Text
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False, soft_wrap=True)
+def _width(stream) -> int | None:
+    # Piped/CI output: Rich would assume 80 columns and fold paths; logs read better wider.
+    return None if stream.isatty() or os.environ.get("COLUMNS") else 160
+
+
+console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+stdout = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 
 
 def info(message: str) -> None:
