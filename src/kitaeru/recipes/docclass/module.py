@@ -92,6 +92,13 @@ class DocClassModule(L.LightningModule):
         self._val_features.append(self.net(self._prepare(images)).float().cpu())
         self._val_labels.append(labels.cpu())
 
+    def on_validation_epoch_end(self) -> None:
+        # Logged here; kitaeru's EvidenceCallback reads them at the end of the training epoch.
+        if self.trainer.sanity_checking or not self._val_features:
+            return
+        for key, value in self.epoch_metrics().items():
+            self.log(key, float(value), prog_bar=key in ("val_auroc", "train_loss"), sync_dist=False)
+
     def epoch_metrics(self) -> dict[str, float]:
         """Pairwise-ROC metrics of this epoch's validation features (+ the epoch's mean train loss)."""
         features = torch.cat(self._val_features).numpy()
@@ -138,20 +145,6 @@ class DocClassModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(CHECKPOINT_KEY) or {}
         self.val_metrics = dict(stored.get("val_metrics") or {})
-
-
-class EpochMetricsCallback(L.Callback):
-    """Logs the module's epoch metrics at validation end, before the evidence callback reads them.
-
-    Lightning calls callbacks' ``on_validation_epoch_end`` before the module's, so the metrics are
-    computed here; this callback must come before ``EvidenceCallback`` in the trainer's list.
-    """
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not getattr(pl_module, "_val_features", None):
-            return
-        for key, value in pl_module.epoch_metrics().items():
-            pl_module.log(key, float(value), prog_bar=key in ("val_auroc", "train_loss"), sync_dist=False)
 
 
 def embed_batches(net: torch.nn.Module, loader, device: str) -> tuple[np.ndarray, np.ndarray]:

@@ -77,7 +77,6 @@ def fit(
 
     from kitaeru.core.lightning import EvidenceCallback
 
-    from .module import EpochMetricsCallback
 
     train_loader, val_loader = make_loaders(
         data, int(plan["batch"]), int(plan["workers"]), pin_memory=device.type == "cuda", seed=config.train.seed
@@ -98,7 +97,7 @@ def fit(
             precision=config.train.precision,
             gradient_clip_val=config.train.gradient_clip or None,
             logger=TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version=""),
-            callbacks=[EpochMetricsCallback(), EvidenceCallback(run), checkpoint, *bars, *callbacks],
+            callbacks=[EvidenceCallback(run), checkpoint, *bars, *callbacks],
             default_root_dir=str(run.path),
             enable_progress_bar=progress,
             enable_model_summary=False,
