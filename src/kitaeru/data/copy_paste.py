@@ -30,10 +30,10 @@ from pydantic import Field, model_validator
 
 from kitaeru.core.config import RecipeConfig
 from kitaeru.core.errors import DataError
+from kitaeru.core.storage import IMAGE_EXTENSIONS
 from kitaeru.data.images import pil_open
 
 CUTOUT_EXTENSIONS = (".png", ".webp")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MASK_SUFFIXES = ("_mask", ".mask")
 MANIFEST = "manifest.json"
 # Bumped whenever the synthesis itself changes, so old caches are not reused for new behaviour.
@@ -167,8 +167,6 @@ def _mask_for(image: Path, masks_subdir: Path) -> Path | None:
 
 
 def _has_alpha(path: Path) -> bool:
-    from PIL import Image
-
     try:
         with pil_open(path) as img:
             return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
@@ -334,8 +332,6 @@ def _first_readable_background(backgrounds: Sequence[Path], unreadable: dict[Pat
 
 def _load_cutout(cut: CutOut, unreadable: dict[Path, str]):
     """The object as an RGBA image cropped to its mask, or ``None`` (reason kept) when unusable."""
-    from PIL import Image
-
     try:
         with pil_open(cut.image) as img:
             img.load()

@@ -27,17 +27,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from kitaeru.core.vectors import l2_normalize
 from kitaeru.core.errors import DataError
 
 VERSION = "1.0"
 _RESERVED = {"version", "description", "total_scenes", "embedding_dim", "scenes"}
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 @dataclass
@@ -77,10 +71,10 @@ class VectorDB:
         if against not in ("image", "text"):
             raise ValueError(f"against must be 'image' or 'text', not {against!r}")
         matrix = self.image_embeddings if against == "image" else self.text_embeddings
-        q = l2_normalise(np.asarray(query, dtype=np.float32).reshape(-1))
+        q = l2_normalize(np.asarray(query, dtype=np.float32).reshape(-1))
         if q.shape[0] != matrix.shape[1]:
             raise DataError(f"query has {q.shape[0]} dimensions but the vector DB's {against} embeddings have {matrix.shape[1]}")
-        scores = l2_normalise(matrix) @ q
+        scores = l2_normalize(matrix) @ q
         k = max(0, min(int(top_k), len(scores)))
         order = np.argsort(-scores, kind="stable")[:k]
         return [(int(i), float(scores[i])) for i in order]

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from kitaeru.core.vectors import l2_normalize
+
 from .safe_files import ImageRoot
 
 
@@ -89,10 +91,6 @@ class SearchBackend(ABC):
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 rows (zero rows stay zero)."""
-    m = np.ascontiguousarray(matrix, dtype=np.float32)
-    if m.ndim == 1:
-        m = m[None, :]
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return m / np.maximum(norms, 1e-12)
+    """L2-normalised, C-contiguous float32 rows (a single vector becomes one row)."""
+    return np.ascontiguousarray(l2_normalize(np.atleast_2d(matrix)))
 

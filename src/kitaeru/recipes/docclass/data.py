@@ -44,23 +44,8 @@ class DocclassData:
 
 
 def build_augment(config: DocclassConfig, image_size: int | None = None) -> DocumentAugment:
-    a = config.augment
-    return DocumentAugment(
-        image_size or config.data.image_size,
-        perspective=a.perspective,
-        margin=a.margin,
-        crop_scale=a.crop_scale,
-        blur_p=a.blur_p,
-        noise_std=a.noise_std,
-        brightness=a.brightness,
-        contrast=a.contrast,
-        saturation=a.saturation,
-        hue=a.hue,
-        jpeg_quality=a.jpeg_quality,
-        jpeg_p=a.jpeg_p,
-        shadow_p=a.shadow_p,
-        scan_p=a.scan_p,
-    )
+    # The augment section and DocumentAugment share their parameter names one to one.
+    return DocumentAugment(image_size or config.data.image_size, **config.augment.model_dump())
 
 
 def resolve_pool_dir(config: DocclassConfig, run_dir: Path) -> str:

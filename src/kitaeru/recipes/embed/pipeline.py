@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kitaeru.core.vectors import l2_normalize
 from kitaeru.core.console import info as say, print_table, track, warn
 from kitaeru.core.errors import ConfigError, DataError
 from kitaeru.core.storage import atomic_write_json, is_remote
@@ -81,10 +82,6 @@ def embedding_info(cfg: EmbedConfig, encoder: Any) -> EmbeddingInfo:
 
 
 # ---- embed -----------------------------------------------------------------------------------
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
 def embed_images(cfg: EmbedConfig, encoder: Any, paths: list[str], writer: ShardedEmbeddingWriter,
                  device: str, workers: int) -> dict[str, Any]:
     """Decode in workers, encode in batches, hand vectors to the writer; returns counts and timing."""

@@ -11,7 +11,8 @@ import torch
 
 from kitaeru.core.storage import atomic_path, atomic_write_json, is_remote
 from kitaeru.data.scenes import Scene
-from kitaeru.data.vector_db import VectorDB, l2_normalise
+from kitaeru.core.vectors import l2_normalize
+from kitaeru.data.vector_db import VectorDB
 from kitaeru.models.scene_query import (
     IMAGE_PROJECTOR_FILE,
     QUERY_ENCODER_FILE,
@@ -65,7 +66,7 @@ def scene_embeddings(model: SceneSearchModel, feats: SceneFeatures) -> tuple[np.
     scene, _ = model.embed_scene(torch.from_numpy(feats.image), series)
     per_scene = np.zeros((len(feats.image), text.shape[1]), dtype=np.float32)
     np.add.at(per_scene, feats.owner, text)
-    return l2_normalise(per_scene), scene.numpy().astype(np.float32)
+    return l2_normalize(per_scene), scene.numpy().astype(np.float32)
 
 
 def export_vector_db(
