@@ -3,7 +3,7 @@
 Plain: every photo fully decoded with PIL, torchvision transforms, one PyTorch forward per photo
 (``torch.no_grad``), cosine against the bank. kitaeru: JPEGs decoded at reduced size (PIL draft) in
 parallel threads, NumPy preprocessing, batched onnxruntime on the exported inference branch (the path that runs
-without PyTorch). Both use the seed's network (lcnet_050 + head, random weights: throughput does not
+without PyTorch). Both use the guide's network (lcnet_050 + head, random weights: throughput does not
 depend on training) on generated document photos saved as large JPEGs.
 
     python benchmarks/docclass_throughput.py [--photos 120] [--templates 10] [--image-size 96] [--side 2000]
@@ -20,8 +20,8 @@ import numpy as np
 
 
 def make_photos(folder: Path, templates: int, photos: int, side: int) -> tuple[Path, Path]:
-    from kitaeru.data.documents import DocumentAugment, augmented_photo
-    from kitaeru.data.sample_documents import generate_documents, render_document
+    from kitaeru.recipes.docclass.documents import DocumentAugment, augmented_photo
+    from kitaeru.recipes.docclass.sample_documents import generate_documents, render_document
 
     bank_dir, photo_dir = folder / "templates", folder / "photos"
     generate_documents(bank_dir, templates, seed=1)
@@ -40,7 +40,7 @@ def calibrate_batchnorm(net, folder: Path, image_size: int) -> None:
     measuring the statistics on the templates makes the features (and the agreement check) meaningful."""
     import torch
 
-    from kitaeru.data.documents import preprocess_images, read_template_pool
+    from kitaeru.recipes.docclass.documents import preprocess_images, read_template_pool
 
     batch = torch.from_numpy(preprocess_images(read_template_pool(folder, max_side=256).images, image_size))
     for module in net.modules():

@@ -2,7 +2,7 @@
 # Export a docclass checkpoint to ONNX in the kitaeru image (the seed's to_onnx.bash).
 #
 #   docker/to_onnx.sh CFG_NAME CHECKPOINT [OUT.onnx] [more 'kitaeru docclass export-onnx' options]
-#   docker/to_onnx.sh lcnet050_cosface_96 runs/docclass/lcnet050_cosface_96_X/weights/best.ckpt model.onnx
+#   docker/to_onnx.sh lcnet050_cosface_96 runs/docclass/lcnet050_cosface_96/weights/best.ckpt model.onnx
 #
 # The checkpoint's folder is mounted read-only; the ONNX file and its .json sidecar are written to
 # the folder of OUT (default: beside the checkpoint, named <checkpoint>.onnx).

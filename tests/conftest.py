@@ -77,6 +77,39 @@ def cli_subprocess():
     return invoke
 
 
+@pytest.fixture
+def cli_interrupted():
+    """Start ``kitaeru ARGS`` as a process, send it SIGINT (Ctrl-C) once ``ready()`` is true, and
+    return its CliResult: ``cli_interrupted(["lora", "train", ...], ready=lambda: (run / "results.csv").exists())``.
+    """
+    import signal
+    import time
+
+    def invoke(args, ready, *, timeout: float = 300, env: dict | None = None) -> CliResult:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kitaeru", *[str(a) for a in args]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        )
+        deadline = time.time() + timeout
+        try:
+            while not ready():
+                if proc.poll() is not None:
+                    out, err = proc.communicate()
+                    raise AssertionError(f"process ended (exit {proc.returncode}) before it was ready to interrupt:\n{err[-2000:]}")
+                if time.time() > deadline:
+                    raise AssertionError("process never became ready to interrupt")
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        return CliResult(proc.returncode, out, err)
+
+    return invoke
+
+
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests skip cleanly on machines without CUDA."""
     try:

@@ -7,7 +7,7 @@ from detect_helpers import make_backgrounds, make_objects
 from PIL import Image
 
 from kitaeru.core.errors import DataError
-from kitaeru.data.copy_paste import CopyPasteParams, box_iou, find_cutouts, synthesize, synthetic_count
+from kitaeru.recipes.detect.copy_paste import CopyPasteParams, box_iou, find_cutouts, synthesize, synthetic_count
 
 NAMES = {0: "person", 1: "cat", 2: "dog"}
 

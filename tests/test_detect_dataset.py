@@ -7,7 +7,7 @@ import yaml
 from detect_helpers import copy_coco8
 
 from kitaeru.core.errors import DataError
-from kitaeru.data.yolo_dataset import (
+from kitaeru.recipes.detect.dataset import (
     check_label_text,
     check_labels,
     label_path_for,
@@ -122,23 +122,23 @@ def test_cli_bad_inputs_are_one_line_errors(cli, coco8, tmp_path):
         (["--dataset", str(tmp_path / "missing.yaml")], "not found"),
         (["--dataset", str(coco8), "--epochs", "0"], "epochs"),
         (["--dataset", str(coco8), "--batch", "-3"], "batch"),
-        (["--dataset", str(coco8), "--gpu-tier", "huge"], "gpu_tier"),
-        (["--dataset", str(coco8), "--export", "tflite"], "export"),
+        (["--dataset", str(coco8), "--gpu-tier", "huge"], "--gpu-tier"),
+        (["--dataset", str(coco8), "--export", "tflite"], "--export"),
         (["--dataset", str(coco8), "--fast", "--cfg-name", "competition"], "--fast"),
         (["--dataset", str(coco8), "--cfg-name", "nope"], "no preset 'nope'"),
-        (["--dataset", str(coco8), "--epoch", "3"], "unexpected argument '--epoch'"),
+        (["--dataset", str(coco8), "--epoch", "3"], "No such option '--epoch'"),
         (["--dataset", str(coco8), "not_an_arg=1"], "unknown Ultralytics argument(s): not_an_arg"),
         (["--dataset", str(coco8), "lr0=abc"], "lr0"),
-        (["--dataset", str(coco8), "data=x.yaml"], "set by kitaeru"),
+        (["--dataset", str(coco8), "name=x"], "set by kitaeru"),
         (["--dataset", str(coco8), "--model", str(tmp_path / "none.pt")], "weights file not found"),
         (["--dataset", str(coco8), "--annotated-dir", str(tmp_path / "no-objects"), "--backgrounds-dir", str(tmp_path)],
          "--annotated-dir"),
         (["--resume", str(tmp_path / "no-run")], "no such run folder"),
-        ([], "--dataset is required"),
+        ([], "--data-dir is required"),
     ]
     for args, message in cases:
         result = cli("detect", "train", "-o", out, "--no-tensorboard", *args)
         assert result.exit_code == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
-    assert not list((tmp_path / "out").glob("competition_*"))  # no failure left a half-made run folder
+    assert not list((tmp_path / "out").glob("*/training_result.json"))  # no failure left a half-made run folder

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from kitaeru.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +111,10 @@ def test_tensorboard_server_starts_answers_and_stops(tmp_path):
     server = start_tensorboard(tmp_path / "tb", 0, log_file=tmp_path / "tb.log")
     try:
         assert server.url and server.url.startswith("http://localhost:")
-        assert server.wait_ready(60), (tmp_path / "tb.log").read_text()
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5) as response:
-            assert response.status == 200
+        assert server.wait_ready(60) and server.process is None  # TensorBoard itself starts on the first request
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=120) as response:
+            assert response.status == 200, (tmp_path / "tb.log").read_text()
+        assert server.process is not None and server.ready_after_seconds is not None
     finally:
         server.stop()
     assert server.process.poll() is not None
@@ -125,19 +125,79 @@ def test_tensorboard_busy_port_is_reported(tmp_path):
 
     from kitaeru.recipes.detect.tensorboard_server import start_tensorboard
 
-    with socket.socket() as sock:
+    import threading
+
+    with socket.socket() as sock:  # another program on the port: it answers, but not as TensorBoard
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         port = sock.getsockname()[1]
+
+        def answer_garbage():
+            conn, _ = sock.accept()
+            conn.sendall(b"hello\n")
+            conn.close()
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
         server = start_tensorboard(tmp_path / "tb", port)
     assert server.url is None and f"port {port} is in use" in server.reason
 
 
-def test_passthrough_arguments_are_parsed_as_yaml_scalars():
-    from kitaeru.cli.detect import parse_passthrough
+def test_passthrough_arguments_are_parsed_as_yaml_scalars(cli):
+    import yaml
 
-    assert parse_passthrough(["lr0=0.01", "cos_lr=true", "optimizer=SGD", "freeze=10"]) == {
-        "lr0": 0.01, "cos_lr": True, "optimizer": "SGD", "freeze": 10}
-    for bad in (["--epoch"], ["oops"], ["=3"]):
-        with pytest.raises(ConfigError, match="key=value"):
-            parse_passthrough(bad)
+    r = cli("detect", "train", "-d", "data.yaml", "lr0=0.01", "cos_lr=true", "optimizer=SGD", "freeze=10", "--print-config")
+    assert r.exit_code == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["ultralytics"] == {"lr0": 0.01, "cos_lr": True, "optimizer": "SGD", "freeze": 10}
+    for bad in ("oops", "=3"):
+        r = cli("detect", "train", "-d", "data.yaml", bad, "--print-config")
+        assert r.exit_code == 2 and "key=value" in r.stderr, (bad, r.stderr)
+
+
+def test_tensorboard_already_running_on_the_port_is_reused(tmp_path):
+    from kitaeru.recipes.detect.tensorboard_server import start_tensorboard
+
+    first = start_tensorboard(tmp_path / "first", 0, log_file=tmp_path / "tb.log")
+    try:
+        second = start_tensorboard(tmp_path / "second", first.port)  # its probe starts first's TensorBoard
+        assert second.reused and second.process is None and second.url == first.url
+        assert second.serving and "first" in second.serving
+        second.stop()  # leaves the server it did not start running
+        assert first.process.poll() is None
+    finally:
+        first.stop()
+    assert first.process.poll() is not None
+
+
+def test_tensorboard_start_does_not_wait_for_the_server(tmp_path):
+    from kitaeru.recipes.detect.tensorboard_server import start_tensorboard
+
+    started = time.time()
+    server = start_tensorboard(tmp_path / "tb", 0)
+    try:
+        assert time.time() - started < 0.5 and server.url and server.process is None  # nothing runs until asked
+    finally:
+        server.stop()
+
+
+def test_every_patch_is_listed_with_why_and_the_version(ultralytics_module):
+    """Each module-level patch of Ultralytics is in ultralytics_env.MONKEYPATCHES; LLRD has no side channel."""
+    import re
+
+    import ultralytics
+
+    from kitaeru.recipes.detect import ultralytics_env
+
+    listed = " ".join(where for where, _, _ in ultralytics_env.MONKEYPATCHES)
+    for module, name, _ in ultralytics_env.guarded_patches(offline=True):
+        short = module.__name__.removeprefix("ultralytics.")
+        assert name in listed and short.split(".")[-1] in listed, (module.__name__, name)
+    assert all(why for _, _, why in ultralytics_env.MONKEYPATCHES)
+    assert ultralytics_env.CHECKED_ON == "8.4.190"
+    if ultralytics.__version__ != ultralytics_env.CHECKED_ON:
+        pytest.skip(f"Ultralytics {ultralytics.__version__} installed; the list was checked on {ultralytics_env.CHECKED_ON}")
+    recipe = Path(ultralytics_env.__file__).parent
+    for source in recipe.glob("*.py"):
+        text = source.read_text()
+        assert "KITAERU_LLRD" not in text, source.name  # the decay travels by Ultralytics' callback API
+        if source.name != "ultralytics_env.py":
+            assert not re.search(r"os\.environ\[", text), f"{source.name} sets an environment variable"

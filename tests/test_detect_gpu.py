@@ -17,7 +17,7 @@ def test_cuda_run_plans_from_the_gpu_and_trains(shared_data, tmp_path, cli):
     r = cli("detect", "train", "-d", str(data), "-o", str(tmp_path / "out"), "--device", "cuda", "--model", "yolov8n.yaml",
             "--epochs", "2", "--imgsz", "160", "--no-tensorboard", "--export", "onnx")
     assert r.exit_code == 0, r.stderr
-    (run_dir,) = (tmp_path / "out").glob("competition_*")
+    run_dir = tmp_path / "out" / "train"  # no preset: the run is not named after one
     result = json.loads((run_dir / "training_result.json").read_text())
     device = resolve_device("cuda")
     plan = result["resource_plan"]

@@ -8,7 +8,7 @@ from kitaeru.core.device import DeviceInfo, GpuTier
 from kitaeru.core.config import load_config, validate_preset
 from kitaeru.core.errors import ConfigError, DataError
 from kitaeru.core.resources import OutOfMemoryGiveUp, fit_with_oom_recovery
-from kitaeru.recipes.detect.config import RECIPE, TIER_TABLE, DetectConfig
+from kitaeru.recipes.detect.config import RECIPE, TIER_TABLE, TrainConfig
 from kitaeru.recipes.detect.plan import fit_plan, free_memory_batch, plan_detect
 
 CPU = DeviceInfo(device="cpu", requested="auto", tier=GpuTier.CPU, name="cpu")
@@ -21,8 +21,8 @@ def gpu(total_gb: float, free_gb: float) -> DeviceInfo:
                       total_gb=total_gb, free_gb=free_gb, bf16=True)
 
 
-def config(**values) -> DetectConfig:
-    return load_config(DetectConfig, RECIPE, overrides={"dataset": "data.yaml", **values})
+def config(**values) -> TrainConfig:
+    return load_config(TrainConfig, RECIPE, overrides={"data_dir": "data.yaml", **values})
 
 
 def test_tier_table_is_the_seeds():
@@ -46,7 +46,7 @@ def test_cpu_plan_comes_from_the_cpu_tier():
 
 
 def test_gpu_tier_flag_picks_the_row_and_explicit_values_win():
-    plan = plan_detect(config(gpu_tier="high", epochs=3, imgsz=320), CPU)
+    plan = plan_detect(config(gpu_tier="high", epochs=3, image_size=320), CPU)
     assert plan.tier is GpuTier.HIGH and plan.tier_source == "--gpu-tier"
     assert plan.values["model"] == "yolov8l.pt" and plan.values["batch"] == 32
     assert plan.values["epochs"] == 3 and plan.values["imgsz"] == 320
@@ -66,30 +66,30 @@ def test_free_memory_refines_the_batch_on_cuda():
     plan = plan_detect(config(), gpu(total_gb=16, free_gb=10))
     assert plan.tier is GpuTier.HIGH
     assert plan.values["batch"] == 8 and plan.sources["batch"].startswith("free memory")
-    assert plan_detect(config(batch=12), gpu(total_gb=16, free_gb=10)).values["batch"] == 12
+    assert plan_detect(config(batch_size=12), gpu(total_gb=16, free_gb=10)).values["batch"] == 12
 
 
-def test_no_auto_scale_uses_the_preset_values():
+def test_no_auto_scale_uses_the_competition_values():
     plan = plan_detect(config(auto_scale=False), CPU)
     assert plan.values["model"] == "yolov8m.pt" and plan.values["batch"] == 16 and plan.values["imgsz"] == 640
-    assert set(plan.sources.values()) == {"preset"}
+    assert set(plan.sources.values()) == {"fixed (no auto-scale)"}
 
 
 def test_presets_load_and_fast_wins_over_the_tier():
-    competition = validate_preset(DetectConfig, RECIPE, "competition")
+    competition = validate_preset(TrainConfig, RECIPE, "competition")
     assert competition.run_prefix == "competition"
-    assert (competition.train.model, competition.train.imgsz, competition.train.epochs, competition.train.batch,
-            competition.train.patience, competition.train.optimizer, competition.train.lr0, competition.train.amp,
-            competition.train.cache, competition.train.close_mosaic) == (
-        "yolov8m.pt", 640, 50, 16, 10, "AdamW", 0.001, True, True, 10)
-    fast = validate_preset(DetectConfig, RECIPE, "fast")
-    plan = plan_detect(fast.model_copy(update={"dataset": "d.yaml"}), gpu(total_gb=48, free_gb=40))
+    assert (competition.train.optimizer, competition.train.lr0, competition.train.amp, competition.train.close_mosaic) == (
+        "AdamW", 0.001, True, 10)
+    # Each knob once: the plan knobs are top-level settings, left to the tier by this preset.
+    assert all(competition.plan_value(k) is None for k in ("model", "batch", "imgsz", "workers", "cache", "epochs"))
+    fast = validate_preset(TrainConfig, RECIPE, "fast")
+    plan = plan_detect(fast.model_copy(update={"data_dir": "d.yaml"}), gpu(total_gb=48, free_gb=40))
     assert fast.run_prefix == "fast"
     assert plan.values["model"] == "yolov8n.pt" and plan.values["epochs"] == 10
 
 
 def test_bad_values_are_one_line_config_errors():
-    for values, word in (({"epochs": 0}, "epochs"), ({"batch": -3}, "batch"), ({"gpu_tier": "huge"}, "gpu_tier"),
+    for values, word in (({"epochs": 0}, "epochs"), ({"batch_size": -3}, "batch"), ({"gpu_tier": "huge"}, "gpu_tier"),
                          ({"export": "tflite"}, "export"), ({"llrd_decay_rate": 1.5}, "llrd_decay_rate")):
         with pytest.raises(ConfigError) as err:
             config(**values)

@@ -74,7 +74,7 @@ def main_run(work, messy_coco8):
 
 def test_run_folder_layout(main_run):
     run_dir, _ = main_run
-    assert run_dir.name.startswith("competition_") and len(run_dir.name) == len("competition_YYYYMMDD_HHMMSS")
+    assert run_dir.name == "competition"  # the preset that was used names the run
     for name in ("weights/best.pt", "weights/last.pt", "weights/epoch0.pt", "weights/epoch1.pt", "weights/best.onnx",
                  "results.csv", "training_result.json", "config.yaml", "data.yaml", "ultralytics_results.csv"):
         assert (run_dir / name).is_file(), name
@@ -90,7 +90,8 @@ def test_every_result_field(main_run):
     assert all(isinstance(result["metrics"][k], float) and 0 <= result["metrics"][k] <= 1 for k in FINAL_METRICS)
     assert result["epochs_completed"] == 2 and result["epochs_planned"] == 2
     assert 0 < result["training_time_minutes"] < 30
-    assert result["tensorboard_url"].startswith("http://localhost:") and result["tensorboard"]["pid"]
+    assert result["tensorboard_url"].startswith("http://localhost:") and result["tensorboard"]["port"]
+    assert result["tensorboard"]["started_on_first_request"]  # nobody looked: no TensorBoard process was needed
     assert result["tensorboard"]["logdir"] == "tensorboard"
     saved_config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert result["config"] == saved_config
@@ -187,7 +188,7 @@ def oom_run(work, coco8):
     import torch
 
     from kitaeru.core.config import load_config
-    from kitaeru.recipes.detect.config import DetectConfig
+    from kitaeru.recipes.detect.config import TrainConfig
     from kitaeru.recipes.detect.train import train_detector
 
     fired = []
@@ -198,9 +199,9 @@ def oom_run(work, coco8):
             fired.append(epoch)
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (simulated, epoch {epoch})")
 
-    config = load_config(DetectConfig, "detect", overrides={
-        "dataset": str(coco8), "output": str(work / "oom"), "model": str(fall_detection_weights()), "epochs": 2,
-        "imgsz": 64, "batch": 16, "tensorboard": False, "device": "cpu",
+    config = load_config(TrainConfig, "detect", overrides={
+        "data_dir": str(coco8), "output_dir": str(work / "oom"), "model": str(fall_detection_weights()), "epochs": 2,
+        "image_size": 64, "batch_size": 16, "tensorboard": False, "device": "cpu",
     })
     done = train_detector(config, callbacks={"on_train_epoch_start": [simulated_oom]})
     assert fired == [1, 2]
@@ -240,36 +241,38 @@ def test_out_of_memory_without_recovery_is_a_clear_failure(work, coco8):
 
     from kitaeru.core.config import load_config
     from kitaeru.core.resources import OutOfMemoryGiveUp
-    from kitaeru.recipes.detect.config import DetectConfig
+    from kitaeru.recipes.detect.config import TrainConfig
     from kitaeru.recipes.detect.train import train_detector
 
     def oom(trainer):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    config = load_config(DetectConfig, "detect", overrides={
-        "dataset": str(coco8), "output": str(work / "no-recovery"), "epochs": 1, "imgsz": 64, "batch": 4,
+    config = load_config(TrainConfig, "detect", overrides={
+        "data_dir": str(coco8), "output_dir": str(work / "no-recovery"), "epochs": 1, "image_size": 64, "batch_size": 4,
         "oom_recovery": False, "tensorboard": False, "dynamic_synthetic": False,
     })
     with pytest.raises(OutOfMemoryGiveUp, match="--no-oom-recovery"):
         train_detector(config, callbacks={"on_train_start": [oom]})
     result = json.loads((only_run(work / "no-recovery") / "training_result.json").read_text())
-    assert result["status"] == "failed" and "OutOfMemoryGiveUp" in result["error"]
+    assert result["status"] == "failed" and "--no-oom-recovery" in result["error"]
     assert result["oom_recoveries"] == [] and result["synthetic"]["reason"] == "--no-dynamic-synthetic"
 
 
 def test_interrupted_run_resumes_through_the_cli(work, coco8, cli):
     from kitaeru.core.config import load_config
-    from kitaeru.recipes.detect.config import DetectConfig
+    from kitaeru.core.errors import RunInterrupted
+    from kitaeru.recipes.detect.config import TrainConfig
     from kitaeru.recipes.detect.train import train_detector
 
     def stop_at_epoch_2(trainer):
         if trainer.epoch + 1 == 2:
             raise KeyboardInterrupt
 
-    config = load_config(DetectConfig, "detect", overrides={
-        "dataset": str(coco8), "output": str(work / "resume"), "epochs": 2, "imgsz": 64, "batch": 4, "tensorboard": False,
+    config = load_config(TrainConfig, "detect", overrides={
+        "data_dir": str(coco8), "output_dir": str(work / "resume"), "epochs": 2, "image_size": 64, "batch_size": 4,
+        "tensorboard": False,
     })
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match="resume with: kitaeru detect train --resume"):
         train_detector(config, callbacks={"on_train_epoch_start": [stop_at_epoch_2]})
     run_dir = only_run(work / "resume")
     before = json.loads((run_dir / "training_result.json").read_text())
@@ -293,7 +296,7 @@ def test_validate_only_with_the_real_checkpoint(work, coco8, cli):
     r = cli("detect", "train", "-d", str(coco8), "-m", str(fall_detection_weights()), "--validate-only",
             "-o", str(work / "validate"), "--imgsz", "160")
     assert r.exit_code == 0, r.stderr
-    (folder,) = (work / "validate").glob("validate_*")
+    (folder,) = (work / "validate").glob("val*")
     result = json.loads((folder / "validation_result.json").read_text())
     assert result["status"] == "completed" and result["split"] == "val"
     assert result["images"] == 4 and result["instances"] == 17 and result["imgsz"] == 160

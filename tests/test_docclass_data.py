@@ -10,7 +10,7 @@ from PIL import Image
 
 from kitaeru.core.config import list_presets, load_config, validate_preset
 from kitaeru.core.errors import ConfigError, DataError
-from kitaeru.data.documents import (
+from kitaeru.recipes.docclass.documents import (
     AugmentedDocuments,
     DocumentAugment,
     augmented_photo,
@@ -23,8 +23,8 @@ from kitaeru.data.documents import (
     read_template_pool,
     template_label,
 )
-from kitaeru.data.sample_documents import DOCUMENT_KINDS, generate_documents, render_document
-from kitaeru.recipes.docclass.config import RECIPE, DocclassConfig
+from kitaeru.recipes.docclass.sample_documents import DOCUMENT_KINDS, generate_documents, render_document
+from kitaeru.recipes.docclass.config import RECIPE_NAME as RECIPE, DocclassConfig
 from kitaeru.recipes.docclass.metrics import auroc, pair_scores, pairwise_roc, threshold_at_fpr
 
 
@@ -220,7 +220,7 @@ def test_image_size_moves_the_onnx_input_with_it():
 
 # ---- network -----------------------------------------------------------------------------------
 def test_lcnet_network_relu_swap_and_unit_features():
-    from kitaeru.models.docclass_net import create_docclass_net
+    from kitaeru.recipes.docclass.net import create_docclass_net
 
     net = create_docclass_net("lcnet_050", pretrained="none", relu=True).eval()
     names = {type(m).__name__ for m in net.modules()}
@@ -236,7 +236,7 @@ def test_lcnet_network_relu_swap_and_unit_features():
 def test_backbone_weights_from_a_local_file(tmp_path):
     import timm
 
-    from kitaeru.models.docclass_net import create_backbone
+    from kitaeru.recipes.docclass.net import create_backbone
 
     full = timm.create_model("lcnet_050", pretrained=False)
     torch.save(full.state_dict(), tmp_path / "lcnet.pth")

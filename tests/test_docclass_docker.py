@@ -64,7 +64,7 @@ def test_dockerfile_uses_gosu_and_the_entrypoint():
     text = (DOCKER / "Dockerfile").read_text()
     assert "FROM ${BASE_IMAGE}" in text and "install -y --no-install-recommends gosu" in text
     assert 'ENTRYPOINT ["/bin/bash", "/entrypoint.sh"]' in text and "COPY docker/entrypoint.sh /entrypoint.sh" in text
-    assert 'pip install ".[all]"' in text
+    assert 'pip install -c /tmp/constraints-base.txt ".[all]"' in text  # the lock, less the base image's CUDA stack
 
 
 def test_entrypoint_without_ids_runs_the_command_directly(fake_bin):

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kitaeru.data.documents import DocumentAugment, augmented_photo, read_template_pool
-from kitaeru.data.sample_documents import generate_documents, render_document
+from kitaeru.recipes.docclass.documents import DocumentAugment, augmented_photo, read_template_pool
+from kitaeru.recipes.docclass.sample_documents import generate_documents, render_document
 
 # A photo of a document: mild perspective and lighting, JPEG-compressed on save.
 PHOTO = {"perspective": 0.08, "margin": 0.05, "brightness": 0.1, "contrast": 0.1, "saturation": 0.05, "hue": 0.0,
@@ -138,8 +138,8 @@ def test_resume_and_out_of_memory_recovery(trained, tmp_path):
     import torch
 
     from kitaeru.core.config import load_config
-    from kitaeru.recipes.docclass.config import DocclassConfig
-    from kitaeru.recipes.docclass.train import train
+    from kitaeru.recipes.docclass.config import TrainConfig
+    from kitaeru.recipes.docclass.train import run_training
 
     run = tmp_path / "resumed"
     shutil.copytree(trained["run"], run)
@@ -152,10 +152,9 @@ def test_resume_and_out_of_memory_recovery(trained, tmp_path):
                 OutOfMemoryOnce.raised += 1
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    config = load_config(DocclassConfig, "docclass", config_file=run / "config.yaml",
-                         overrides={"train.epochs": 3, "data.train_samples_per_class": 8})
-    outcome = train(config, resume_dir=run, callbacks=[OutOfMemoryOnce()])
-    result = outcome.result
+    config = load_config(TrainConfig, "docclass", config_file=run / "config.yaml",
+                         overrides={"resume": str(run), "train.epochs": 3, "data.train_samples_per_class": 8})
+    result = run_training(config, callbacks=[OutOfMemoryOnce()])
     assert OutOfMemoryOnce.raised == 1
     assert result["epochs_completed"] == 3 and result["status"] == "completed"
     assert [r["change"] for r in result["oom_recoveries"]] == ["batch 16 -> 8"]
@@ -198,7 +197,7 @@ def test_bad_training_inputs(cli, tmp_path):
     r = cli("docclass", "train", "--output-dir", "s3://bucket/runs")
     assert r.exit_code == 2 and "train.output_dir" in r.stderr and "local folder" in r.stderr
     r = cli("docclass", "train", "--set", "no_equals_sign")
-    assert r.exit_code == 2 and "KEY=VALUE" in r.stderr
+    assert r.exit_code == 2 and "key=value" in r.stderr
 
 
 # ---- export ------------------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def test_export_matches_the_spec_and_pytorch(trained, exported):
     import onnxruntime as ort
     import torch
 
-    from kitaeru.data.documents import preprocess_images
+    from kitaeru.recipes.docclass.documents import preprocess_images
     from kitaeru.recipes.docclass.checkpoint import load_network, read_checkpoint
 
     sidecar = json.loads(Path(str(exported) + ".json").read_text())
@@ -267,6 +266,54 @@ def test_export_options(cli, trained, tmp_path):
     assert "WarpFeatureLearning" in r.stdout and "passed" in r.stdout
 
 
+def test_export_by_its_own_name_with_key_value_settings(cli, trained, tmp_path):
+    import onnx
+
+    ckpt = trained["run"] / "weights" / "best.ckpt"
+    r = cli("docclass", "export", "--checkpoint", ckpt, "--out", tmp_path / "m17.onnx", "onnx.options.opset_version=17", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["export"]["opset_version"] == 17
+    assert [o.version for o in onnx.load(str(tmp_path / "m17.onnx")).opset_import if o.domain in ("", "ai.onnx")] == [17]
+    r = cli("docclass", "export", "--checkpoint", ckpt, "--out", tmp_path / "x.onnx", "onnx.colour=red")
+    assert r.exit_code == 2 and "onnx.colour: unknown key" in r.stderr and not (tmp_path / "x.onnx").exists()
+
+
+# ---- evaluate ----------------------------------------------------------------------------------
+def test_evaluate_on_fresh_photos_from_the_checkpoint_and_the_onnx_model(cli, trained, exported):
+    ckpt = trained["run"] / "weights" / "best.ckpt"
+    args = ("--templates", trained["bank_dir"], "--samples-per-class", "4", "--json")
+    r = cli("docclass", "evaluate", "--model", ckpt, *args)
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result["metrics"]) == {"auroc", "tpr_fpr1e-4", "tpr_fpr1e-3", "tpr_fpr1e-2", "tpr_fpr1e-1"}
+    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert (result["templates"], result["orientations"], result["photos"], result["model_kind"]) == (5, ["rot0"], 20, "checkpoint")
+    assert result["positive_pairs"] == 5 * 6 and result["negative_pairs"] == 20 * 19 // 2 - 30
+    assert result["threshold_fpr"] == 1e-3 and -1.0 <= result["threshold"] <= 1.0
+    stored = result["stored_threshold"]
+    assert stored["value"] == pytest.approx(trained["result"]["unknown_threshold"]) and 0 <= stored["tpr"] <= 1 and 0 <= stored["fpr"] <= 1
+    assert result["metrics"]["auroc"] > 0.7  # the trained features separate documents on photos never seen
+    assert result["augment"]["perspective"] == 0.15  # the photos the model was trained on (cpu_quickstart)
+    r = cli("docclass", "evaluate", "--model", exported, *args)
+    assert r.exit_code == 0, r.stderr
+    onnx_result = json.loads(r.stdout)
+    assert onnx_result["model_kind"] == "onnx" and onnx_result["augment"] == result["augment"]
+    for key, value in result["metrics"].items():
+        assert onnx_result["metrics"][key] == pytest.approx(value, abs=1e-3), key
+    r = cli("docclass", "evaluate", "--model", exported, "--templates", trained["bank_dir"], "--samples-per-class", "2",
+            "rotations=[0, 90]", "augment.perspective=0.05")
+    assert r.exit_code == 0, r.stderr
+    assert "20 fresh photo(s) of 5 template(s) × 2 orientation(s)" in r.stdout and "auroc" in r.stdout
+
+
+def test_evaluate_needs_two_classes(cli, trained, exported, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(trained["pool"] / "receipt_000.jpg", one / "receipt.jpg")
+    r = cli("docclass", "evaluate", "--model", exported, "--templates", one)
+    assert r.exit_code == 2 and "evaluation needs two" in r.stderr
+
+
 def test_register_from_a_checkpoint(cli, trained, tmp_path):
     ckpt = trained["run"] / "weights" / "best.ckpt"
     r = cli("docclass", "register", "--model", ckpt, "--templates", trained["bank_dir"], "--out", tmp_path / "b.npz", "--device", "cpu", "--json")
@@ -284,7 +331,7 @@ def test_register_labels_by_stem_and_sub_folder(bank):
 
 
 def test_classify_recognises_each_template_and_rejects_an_unregistered_document(cli, trained, exported, bank):
-    r = cli("docclass", "classify", "--model", exported, "--bank", bank, trained["photos"], "--json")
+    r = cli("docclass", "classify", "--model", exported, "--bank", bank, "--image", trained["photos"], "--json")
     assert r.exit_code == 0, r.stderr
     results = {Path(x["image"]).stem: x for x in json.loads(r.stdout)}
     threshold = trained["result"]["unknown_threshold"]
@@ -300,14 +347,15 @@ def test_classify_recognises_each_template_and_rejects_an_unregistered_document(
 
 def test_classify_from_the_checkpoint_agrees_with_onnx(cli, trained, exported, bank):
     photos = sorted(trained["photos"].glob("*.jpg"))
-    onnx_run = json.loads(cli("docclass", "classify", "--model", exported, "--bank", bank, *photos, "--json").stdout)
+    images = [arg for photo in photos for arg in ("--image", photo)]
+    onnx_run = json.loads(cli("docclass", "classify", "--model", exported, "--bank", bank, *images, "--json").stdout)
     ckpt = trained["run"] / "weights" / "best.ckpt"
-    r = cli("docclass", "classify", "--model", ckpt, "--bank", bank, *photos, "--json")
+    r = cli("docclass", "classify", "--model", ckpt, "--bank", bank, *images, "--json")
     assert r.exit_code == 0, r.stderr
     torch_run = json.loads(r.stdout)
     assert [x["label"] for x in torch_run] == [x["label"] for x in onnx_run]
     assert np.allclose([x["score"] for x in torch_run], [x["score"] for x in onnx_run], atol=1e-4)
-    r = cli("docclass", "classify", "--model", exported, "--bank", bank, photos[0], "--threshold", "1.01")
+    r = cli("docclass", "classify", "--model", exported, "--bank", bank, "--image", photos[0], "--threshold", "1.01")
     assert r.exit_code == 0 and "unknown" in r.stdout
 
 
@@ -318,7 +366,7 @@ def test_classify_runs_on_onnxruntime_without_torch(trained, exported, bank):
         "for name in ('torch', 'torchvision', 'lightning', 'timm'):\n"
         "    sys.modules[name] = None\n"
         "from kitaeru.cli import run\n"
-        f"code = run(['docclass', 'classify', '--model', {str(exported)!r}, '--bank', {str(bank)!r}, {str(trained['photos'])!r}, '--json'])\n"
+        f"code = run(['docclass', 'classify', '--model', {str(exported)!r}, '--bank', {str(bank)!r}, '--image', {str(trained['photos'])!r}, '--json'])\n"
         "assert all(sys.modules.get(n) is None for n in ('torch', 'torchvision')), 'torch was imported'\n"
         "sys.exit(code)\n"
     )
@@ -331,17 +379,17 @@ def test_classify_runs_on_onnxruntime_without_torch(trained, exported, bank):
 
 def test_classify_bad_inputs(cli, trained, exported, bank, tmp_path):
     np.savez(tmp_path / "small.npz", features=np.ones((2, 64), np.float32), labels=np.array(["a", "b"]), paths=np.array(["a", "b"]))
-    r = cli("docclass", "classify", "--model", exported, "--bank", tmp_path / "small.npz", trained["photos"])
+    r = cli("docclass", "classify", "--model", exported, "--bank", tmp_path / "small.npz", "--image", trained["photos"])
     assert r.exit_code == 2 and "bank features are 64-d" in r.stderr and "128-d" in r.stderr
     np.savez(tmp_path / "other.npz", vectors=np.ones((2, 128), np.float32))
-    r = cli("docclass", "classify", "--model", exported, "--bank", tmp_path / "other.npz", trained["photos"])
+    r = cli("docclass", "classify", "--model", exported, "--bank", tmp_path / "other.npz", "--image", trained["photos"])
     assert r.exit_code == 2 and "not a docclass bank" in r.stderr
     (tmp_path / "broken.jpg").write_bytes(b"nope")
-    r = cli("docclass", "classify", "--model", exported, "--bank", bank, tmp_path / "broken.jpg")
+    r = cli("docclass", "classify", "--model", exported, "--bank", bank, "--image", tmp_path / "broken.jpg")
     assert r.exit_code == 2 and "cannot read image" in r.stderr
     bare = tmp_path / "bare.onnx"
     shutil.copy(exported, bare)  # no sidecar: no stored threshold
-    r = cli("docclass", "classify", "--model", bare, "--bank", bank, trained["photos"])
+    r = cli("docclass", "classify", "--model", bare, "--bank", bank, "--image", trained["photos"])
     assert r.exit_code == 2 and "pass --threshold" in r.stderr
     r = cli("docclass", "register", "--model", exported, "--templates", tmp_path / "nothing", "--out", tmp_path / "b.npz")
     assert r.exit_code == 2 and "template pool not found" in r.stderr and not (tmp_path / "b.npz").exists()

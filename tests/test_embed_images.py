@@ -145,11 +145,13 @@ def test_resume_after_a_limit_and_after_an_interruption(cli, reference, images, 
     args = ["embed", "--image-dir", images, "--out", out, "--workers", "0", *TINY, "--batch-size", "2", "--shard-size", "3"]
     r = cli(*args)
     assert r.exit_code == 130
+    command = r.stderr.split("resume with: ", 1)[1].replace("\n", " ").strip()
+    assert command.startswith("kitaeru embed --image-dir") and command.endswith("--resume") and "--shard-size 3" in command
     assert not out.exists()
     kept = sorted((tmp_path / "killed.npy.parts").glob("part-*.parquet"))
     assert sum(len(pq.read_table(p)) for p in kept) == 4  # both finished batches survived, buffered rows included
     monkeypatch.setattr(image_encoders.ImageEncoder, "encode", real_encode)
-    r = cli(*args, "--resume", "--json")
+    r = cli(*command.split()[1:], "--json")  # the printed command, as printed
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["already_embedded"] == 4
     got = by_path(out)
@@ -261,3 +263,39 @@ def test_cuda_path_bf16_channels_last_matches_cpu(cli, images, reference, tmp_pa
     got, cpu = by_path(tmp_path / "g.parquet"), by_path(reference)
     assert set(got) == set(cpu)
     assert min(float(got[p] @ cpu[p]) for p in cpu) > 0.99  # bf16 autocast: close to, not equal to, fp32
+
+
+def test_print_config_presets_and_overrides(cli, tmp_path):
+    import yaml
+
+    r = cli("embed", "--cfg-name", "nuscenes_vitl14", "--image-dir", tmp_path, "--out", tmp_path / "e.parquet",
+            "--print-config")
+    assert r.exit_code == 0, r.stderr
+    config = yaml.safe_load(r.stdout)
+    assert config["batch_size"] == 64 and config["model"] == "vit_l_14" and config["pool"] == "mean"
+    # flags over the preset, key=value (guides' spellings accepted) over the flags
+    r = cli("embed", "--cfg-name", "nuscenes_vitl14", "--data-dir", tmp_path, "-o", tmp_path / "e.npy", "--batch-size", "16",
+            "batch=32", "pool=cls", "--imgsz", "96", "--print-config")
+    assert r.exit_code == 0, r.stderr
+    config = yaml.safe_load(r.stdout)
+    assert (config["batch_size"], config["pool"], config["image_size"], config["image_dir"]) == (32, "cls", 96, str(tmp_path))
+    r = cli("embed", "--image-dir", tmp_path, "--out", tmp_path / "e.npy", "pools=cls")
+    assert r.exit_code == 2 and "did you mean pool" in r.stderr
+
+
+def test_a_wrong_path_fails_before_any_model_loads(cli_subprocess, tmp_path):
+    """A missing --image-dir (embed) or --embeddings (index) is reported before torch/Faiss load:
+    well under 2 CPU seconds for the whole process, whatever else the machine is doing."""
+    import resource
+
+    cases = [
+        (("embed", "--image-dir", tmp_path / "missing", "--out", tmp_path / "e.parquet"), "not found or not a folder"),
+        (("index", "build", "--embeddings", tmp_path / "missing.npy", "--index-out", tmp_path / "i.faiss"), "not found"),
+    ]
+    for args, message in cases:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = cli_subprocess(*args, timeout=60)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert cpu < 2.0, (args, cpu)

@@ -121,11 +121,68 @@ def test_auto_picks_flat_for_small_n_and_a_fast_type_that_keeps_recall(monkeypat
     data = clustered(4000, 32, seed=1)
     index = build_index(data, index_type="auto")
     report = index.info.params["auto"]
-    chosen = [c for c in report["candidates"] if c["type"] == index.info.type][-1]
+    chosen = report["chosen"]
+    assert chosen["type"] == index.info.type and chosen["recall_at_10"] >= 0.95
     assert {c["type"] for c in report["candidates"]} == {"flat", "ivfpq", "hnsw"}
-    assert chosen["recall_at_10"] >= 0.95
-    holding = [c for c in report["candidates"] if c["recall_at_10"] >= 0.95]
-    assert chosen["qps_single"] == max(c["qps_single"] for c in holding)
+    holding = [c for c in report["candidates"] if c["recall_at_10"] >= 0.95 and "qps_single_cpu" in c]
+    assert chosen["qps_single_cpu"] == max(c["qps_single_cpu"] for c in holding)
+    # the chosen search-time knobs are the ones the saved index uses
+    assert {k: v for k, v in index.info.params.items() if k != "auto"} == chosen["params"]
+
+
+def test_auto_tunes_on_held_out_queries_that_are_not_in_the_index(monkeypatch):
+    from kitaeru.index import auto_tune
+
+    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX_N", 1000)
+    data = clustered(3000, 32, seed=3)
+    built: list[np.ndarray] = []
+    real = faiss_index.make_faiss_index
+
+    def spy(vectors, *args, **kwargs):
+        built.append(np.array(vectors))
+        return real(vectors, *args, **kwargs)
+
+    monkeypatch.setattr(faiss_index, "make_faiss_index", spy)
+    index = build_index(data, index_type="auto")
+    held, kept = auto_tune.held_out_split(len(data), auto_tune.auto_queries(len(data)))
+    assert len(held) == index.info.params["auto"]["queries"] == 300 and not set(held) & set(kept)
+    tuning = built[:-1] if index.info.type != "ivfpq" else built  # the last build is the final index (ivfpq re-adds)
+    assert tuning and all(len(v) == len(kept) for v in tuning)
+    for vectors in tuning:  # no held-out query is among the vectors indexed while tuning
+        nearest = (data[held] @ vectors.T).max(axis=1)
+        assert nearest.max() < 1 - 1e-6
+    # the final index holds every vector, in input order (id = row)
+    assert index.ntotal == len(data) and np.array_equal(index.reconstruct_all(), data)
+
+
+def test_auto_report_has_the_curve_and_respects_the_memory_budget(monkeypatch):
+    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX_N", 1000)
+    data = clustered(4000, 32, seed=2)
+    n, dim = data.shape
+    ivfpq = faiss_index.estimate_index_bytes("ivfpq", n, dim, {"nlist": 63, "pq_m": 16, "pq_nbits": 4})
+    hnsw = faiss_index.estimate_index_bytes("hnsw", n, dim, {"hnsw_m": 16})
+    assert ivfpq < hnsw
+    budget = (ivfpq + hnsw) // 2
+    index = build_index(data, index_type="auto", max_index_memory=budget)
+    report = index.info.params["auto"]
+    assert report["max_index_memory"] == budget and index.info.type != "hnsw"
+    assert {c["type"] for c in report["candidates"]} == {"flat", "ivfpq"}
+    assert {s["type"] for s in report["skipped"]} == {"hnsw"}
+    assert all("max-index-memory" in s["reason"] and s["estimated_bytes"] > budget for s in report["skipped"])
+    # the curve: ivfpq points over nprobe and k_factor, each with recall, the timed ones with speed
+    curve = [c for c in report["candidates"] if c["type"] == "ivfpq"]
+    assert len({(c["params"]["nprobe"], c["params"]["k_factor"]) for c in curve}) >= 2
+    assert all(0 <= c["recall_at_10"] <= 1 and c["estimated_bytes"] <= budget for c in curve)
+    assert any("qps_single_cpu" in c for c in curve) and report["chosen"]["speedup_vs_flat"] > 0
+    # an explicit type over the budget is refused with both sizes; nothing at all fits: one line
+    with pytest.raises(ConfigError, match="needs about .* more than"):
+        build_index(data, index_type="hnsw", max_index_memory=budget)
+    with pytest.raises(ConfigError, match="no index over 4000 x 32 vectors fits"):
+        build_index(data, index_type="auto", max_index_memory="100K")
+    assert faiss_index.parse_memory("4G") == 4 * 1024 ** 3 and faiss_index.parse_memory("512M") == 512 * 1024 ** 2
+    assert faiss_index.parse_memory("1.5GB") == int(1.5 * 1024 ** 3) and faiss_index.parse_memory(None) is None
+    with pytest.raises(ConfigError, match="not a size"):
+        faiss_index.parse_memory("4X")
 
 
 def test_recall_definition():
@@ -254,3 +311,39 @@ def test_cli_every_type_and_bad_inputs(cli, tmp_path, vectors):
         assert r.exit_code == 2, (args, r.stdout, r.stderr)
         assert message in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_cli_overrides_aliases_and_json(cli, tmp_path, vectors):
+    np.save(tmp_path / "v.npy", vectors[:800])
+    # key=value overrides (and --set) reach the same fields as the flags; the guides' spellings still work
+    r = cli("index", "build", "-e", tmp_path / "v.npy", "-o", tmp_path / "i.faiss", "--type", "ivfpq", "nlist=8",
+            "pq_m=8", "--set", "nprobe=4", "k_factor=2", "--json")
+    assert r.exit_code == 0, r.stderr
+    built = json.loads(r.stdout)
+    assert built["type"] == "ivfpq" and built["params"] == {"nlist": 8, "pq_m": 8, "pq_nbits": 4, "nprobe": 4, "k_factor": 2}
+    r = cli("index", "build", "--embeddings", tmp_path / "v.npy", "--index-out", tmp_path / "h.faiss", "type=hnsw",
+            "ef_search=40", "--max-index-memory", "1G", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["params"]["ef_search"] == 40
+    # evaluate and its alias eval print the same result as JSON
+    for name in ("evaluate", "eval"):
+        r = cli("index", name, "--index", tmp_path / "h.faiss", "--queries", "20", "seed=3", "--json")
+        assert r.exit_code == 0, r.stderr
+        result = json.loads(r.stdout)
+        assert result["queries"] == 20 and result["type"] == "hnsw" and result["qps_single_cpu"] > 0
+    np.save(tmp_path / "q.npy", vectors[:2])
+    r = cli("index", "search", "-i", tmp_path / "h.faiss", "--queries", tmp_path / "q.npy", "--out", tmp_path / "o.npy",
+            "top_k=3", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["k"] == 3 and np.load(tmp_path / "o.npy").shape == (2, 3)
+    bad = [
+        (("index", "build", "-e", tmp_path / "v.npy", "-o", tmp_path / "x.faiss", "--max-index-memory", "4X"), "not a size"),
+        (("index", "build", "-e", tmp_path / "v.npy", "-o", tmp_path / "x.faiss", "--type", "hnsw", "--max-index-memory", "10K"),
+         "more than the"),
+        (("index", "build", "-e", tmp_path / "v.npy", "-o", tmp_path / "x.faiss", "nprobes=4"), "did you mean nprobe"),
+        (("index", "evaluate", "--index", tmp_path / "h.faiss", "--queries", "0"), "queries"),
+    ]
+    for args, message in bad:
+        r = cli(*args)
+        assert r.exit_code == 2, (args, r.stdout, r.stderr)
+        assert message in r.stderr, (args, r.stderr)

@@ -69,7 +69,7 @@ def full_map(inputs):
     out = inputs["root"] / "out"
     files = {"png": out / "map.png", "html": out / "map.html", "json": out / "coords.json"}
     code = run(["map", "--embeddings", str(inputs["parquet"]), "--out", str(files["png"]), "--html", str(files["html"]),
-                "--json", str(files["json"]), "--color-by", "cluster", "--thumbnails", "12", "--title", "test map"])
+                "--json-out", str(files["json"]), "--color-by", "cluster", "--thumbnails", "12", "--title", "test map"])
     assert code == 0
     return files
 
@@ -114,8 +114,8 @@ def test_html_is_plotly_with_hover_texts_and_thumbnails(full_map, inputs):
 
 def test_sample_shards_and_umap_options(cli, inputs, tmp_path):
     out = tmp_path / "coords.json"
-    r = cli("map", "--embeddings", inputs["shards"], "--out", tmp_path / "m.png", "--json", out, "--sample", "24",
-            "--n-neighbors", "5", "--min-dist", "0.5", "--metric", "euclidean", "--random-state", "7", "--json-summary")
+    r = cli("map", "--embeddings", inputs["shards"], "--out", tmp_path / "m.png", "--json-out", out, "--sample", "24",
+            "--n-neighbors", "5", "--min-dist", "0.5", "--metric", "euclidean", "--random-state", "7", "--json")
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["points"] == 24 and summary["total_points"] == 60 and summary["sampled"] is True
@@ -127,7 +127,7 @@ def test_sample_shards_and_umap_options(cli, inputs, tmp_path):
     assert (tmp_path / "m.png").is_file() and not (tmp_path / "m.html").exists()
     # the same seed gives the same layout
     again = tmp_path / "again.json"
-    assert cli("map", "--embeddings", inputs["shards"], "--out", tmp_path / "m2.png", "--json", again, "--sample", "24",
+    assert cli("map", "--embeddings", inputs["shards"], "--out", tmp_path / "m2.png", "--json-out", again, "--sample", "24",
                "--n-neighbors", "5", "--min-dist", "0.5", "--metric", "euclidean", "--random-state", "7").exit_code == 0
     assert json.loads(again.read_text())["points"] == doc["points"]
 
@@ -140,7 +140,7 @@ def test_remote_input_through_fsspec(cli, inputs, tmp_path):
     for shard in sorted(inputs["shards"].glob("*.parquet")):
         fs.pipe(f"/map-test/shards/{shard.name}", shard.read_bytes())
     out = tmp_path / "remote.json"
-    r = cli("map", "--embeddings", "memory://map-test/shards", "--out", tmp_path / "r.png", "--json", out,
+    r = cli("map", "--embeddings", "memory://map-test/shards", "--out", tmp_path / "r.png", "--json-out", out,
             "--sample", "15")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(out.read_text())
@@ -149,7 +149,7 @@ def test_remote_input_through_fsspec(cli, inputs, tmp_path):
 
 def test_npy_inputs_and_the_point_cap(cli, inputs, tmp_path):
     out = tmp_path / "c.json"
-    r = cli("map", "--embeddings", inputs["npy"], "--out", tmp_path / "m.png", "--json", out, "--max-points", "30",
+    r = cli("map", "--embeddings", inputs["npy"], "--out", tmp_path / "m.png", "--json-out", out, "--max-points", "30",
             "--color-by", "width")
     assert r.exit_code == 0, r.stderr
     assert "more than --max-points 30" in r.stderr
@@ -157,7 +157,7 @@ def test_npy_inputs_and_the_point_cap(cli, inputs, tmp_path):
     assert doc["n_points"] == 30 and doc["total_points"] == 60 and doc["sampled"] is True
     assert all(p["color"] == 100 + p["id"] for p in doc["points"])  # numeric column, colour bar
     bare = tmp_path / "bare.json"
-    assert cli("map", "--embeddings", inputs["bare"], "--out", tmp_path / "b.png", "--json", bare).exit_code == 0
+    assert cli("map", "--embeddings", inputs["bare"], "--out", tmp_path / "b.png", "--json-out", bare).exit_code == 0
     doc = json.loads(bare.read_text())
     assert doc["n_points"] == 60 and doc["points"][3]["label"] == "#3"
 

@@ -44,7 +44,7 @@ def scene_map(output):
     files = {"png": output["root"] / "scenes.png", "html": output["root"] / "scenes.html",
              "json": output["root"] / "scenes.json"}
     assert run(["map", "--output-dir", str(output["out"]), "--out", str(files["png"]), "--html", str(files["html"]),
-                "--json", str(files["json"]), "--color-by", "weather"]) == 0
+                "--json-out", str(files["json"]), "--color-by", "weather"]) == 0
     return files
 
 
@@ -76,7 +76,7 @@ def test_scene_map_png_and_html(scene_map, output):
 
 def test_text_modality_and_legacy_flat_db(cli, output, tmp_path):
     text_json = tmp_path / "text.json"
-    r = cli("map", "--output-dir", output["out"], "--modality", "text", "--out", tmp_path / "t.png", "--json", text_json)
+    r = cli("map", "--output-dir", output["out"], "--modality", "text", "--out", tmp_path / "t.png", "--json-out", text_json)
     assert r.exit_code == 0, r.stderr
     doc = json.loads(text_json.read_text())
     assert doc["modality"] == "text" and doc["n_points"] == SCENES

@@ -94,19 +94,19 @@ def test_resume_after_an_interrupted_run(cli, scene_dir, trained, tmp_path, monk
 
     out = tmp_path / "out"
     seed_cache(trained, out)
-    original = train_module.EpochEvidence.on_train_epoch_end
+    original = train_module.EvidenceCallback.on_train_epoch_end
 
     def crash_after_epoch_two(self, trainer, module):
         original(self, trainer, module)
         if trainer.current_epoch + 1 == 2:
             raise RuntimeError("simulated power cut")
 
-    monkeypatch.setattr(train_module.EpochEvidence, "on_train_epoch_end", crash_after_epoch_two)
+    monkeypatch.setattr(train_module.EvidenceCallback, "on_train_epoch_end", crash_after_epoch_two)
     r = cli("multimodal", "train", "--data-dir", scene_dir, "--output-dir", out, *TRAIN_ARGS)
     assert r.exit_code == 1 and "simulated power cut" in r.stderr
-    assert _result(out)["status"] == "failed" and "--resume" in _result(out)["resume_hint"]
+    assert _result(out)["status"] == "failed" and "--resume" in _result(out)["resume_command"]
     assert (out / "weights" / "last.ckpt").is_file() and not (out / "vector_db.json").exists()
-    monkeypatch.setattr(train_module.EpochEvidence, "on_train_epoch_end", original)
+    monkeypatch.setattr(train_module.EvidenceCallback, "on_train_epoch_end", original)
 
     r = cli("multimodal", "train", "--data-dir", scene_dir, "--output-dir", out, "--resume", *TRAIN_ARGS)
     assert r.exit_code == 0, r.stderr
@@ -177,13 +177,18 @@ def test_sagemaker_environment(cli, scene_dir, trained, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "SM_CHANNEL_TRAINING is not set" in r.stderr
 
 
-def test_cloud_defaults():
-    from kitaeru.recipes.multimodal.config import MultimodalConfig
-    from kitaeru.recipes.multimodal.data import apply_cloud_defaults
+def test_cloud_defaults(tmp_path, monkeypatch):
+    from kitaeru.recipes.multimodal.config import MultimodalConfig, apply_cloud_defaults
 
+    monkeypatch.chdir(tmp_path)
     assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True, cloud="colab")).output_dir == "/content/output"
     assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True)).output_dir == "runs/multimodal"
     assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True, cloud="colab", output_dir="x")).output_dir == "x"
+    # the default folder auto-increments; --resume alone continues the newest
+    (tmp_path / "runs" / "multimodal").mkdir(parents=True)
+    (tmp_path / "runs" / "multimodal" / "config.yaml").write_text("epochs: 1\n")
+    assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True)).output_dir == "runs/multimodal2"
+    assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True, resume="latest")).output_dir == "runs/multimodal"
 
 
 def test_presets_are_valid():

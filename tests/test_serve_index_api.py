@@ -63,8 +63,7 @@ def indexed(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def api(indexed):
-    from kitaeru.serve.config import ServeConfig
-    from kitaeru.serve.loading import load_backend
+    from kitaeru.recipes.serve import ServeConfig, load_backend
 
     cfg = ServeConfig(index=str(indexed["index"]))
     with running_api(lambda: load_backend(cfg, "cpu")) as client:

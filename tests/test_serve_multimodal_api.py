@@ -73,8 +73,7 @@ def output(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(output):
-    from kitaeru.serve.config import ServeConfig
-    from kitaeru.serve.loading import load_backend
+    from kitaeru.recipes.serve import ServeConfig, load_backend
 
     cfg = ServeConfig(output_dir=str(output["out"]))
     with running_api(lambda: load_backend(cfg, "cpu")) as client:

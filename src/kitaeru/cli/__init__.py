@@ -21,19 +21,26 @@ from kitaeru import __version__
 
 # name -> (module exposing ``app``, one-line help shown by ``kitaeru --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "multimodal": ("kitaeru.cli.multimodal", "Train/evaluate/search contrastive text-image(-time-series) scene embeddings (seed 000)."),
-    "embed": ("kitaeru.cli.embed", "Embed images (or texts) with a ViT/CNN/CLIP encoder into Parquet or .npy (seed 001)."),
-    "index": ("kitaeru.cli.index", "Build, extend, search and evaluate Faiss indexes over embeddings (seed 001)."),
-    "serve": ("kitaeru.cli.serve", "Serve text/image search over a multimodal output or a Faiss index (FastAPI + uvicorn)."),
-    "map": ("kitaeru.cli.map", "Draw a UMAP map (PNG, interactive HTML, JSON) of embeddings or a multimodal vector DB."),
-    "detect": ("kitaeru.cli.detect", "Fine-tune YOLOv8 on Ultralytics: GPU-tier plans, OOM recovery, TensorBoard, LLRD, copy-paste, ONNX (seed 002)."),
-    "docclass": ("kitaeru.cli.docclass", "Document classifier by metric learning: train, export-onnx, register, classify (seed 003)."),
+    "multimodal": ("kitaeru.recipes.multimodal", "Train/evaluate/search contrastive text-image(-time-series) scene embeddings."),
+    "embed": ("kitaeru.recipes.embed", "Embed images (or texts) with a ViT/CNN/CLIP encoder into Parquet or .npy."),
+    "index": ("kitaeru.recipes.index", "Build, extend, search and evaluate Faiss indexes over embeddings (flat / ivfpq / hnsw / auto)."),
+    "serve": ("kitaeru.recipes.serve", "Serve text/image search over a multimodal output or a Faiss index (FastAPI + uvicorn)."),
+    "map": ("kitaeru.recipes.map", "Draw a UMAP map (PNG, interactive HTML, JSON) of embeddings or a multimodal vector DB."),
+    "detect": ("kitaeru.recipes.detect", "Fine-tune YOLOv8 on Ultralytics (GPU-tier plans, OOM recovery, LLRD, copy-paste); val, predict, export ONNX."),
+    "docclass": ("kitaeru.recipes.docclass", "Document-type recognition by metric learning: train, evaluate, export, register, classify."),
+    "checks": ("kitaeru.cli.checks", "Print device, GPU tier, installed extras, offline weights and library versions."),
+    "lora": ("kitaeru.recipes.lora", "Floor-plan LoRA for Stable Diffusion: prepare captions, train with checkpoints and resume, generate plans."),
+    "runs": ("kitaeru.recipes.runs", "List training runs and their status; a run whose process died shows as 'died' with its resume command."),
     "sample": ("kitaeru.cli.sample", "Write built-in sample datasets (driving scenes, documents) to a folder."),
 }
 
 
 class LazyGroup(TyperGroup):
-    """A click group that imports a sub-command's module only when that sub-command runs."""
+    """A click group that imports a sub-command's module only when that sub-command runs.
+
+    A module either declares ``RECIPE`` (a :class:`~kitaeru.core.recipe.Recipe`, whose commands are
+    generated from its config schemas) or is a small Typer ``app`` (utility commands).
+    """
 
     _listing = False
 
@@ -47,9 +54,22 @@ class LazyGroup(TyperGroup):
         if self._listing:  # help listing: a placeholder carrying the one-line help is enough
             return click.Command(name, help=short_help, short_help=short_help)
         module = importlib.import_module(module_name)
-        command = typer.main.get_command(module.app)
+        from kitaeru.core.recipe import Recipe
+
+        if isinstance(getattr(module, "RECIPE", None), Recipe):
+            from kitaeru.cli.generate import recipe_group
+
+            command = recipe_group(module.RECIPE)
+        else:
+            command = typer.main.get_command(module.app)
         command.name = name
         return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        from kitaeru.cli.generate import refuse_unknown_command
+
+        refuse_unknown_command(self, ctx, args)
+        return super().resolve_command(ctx, args)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         LazyGroup._listing = True
@@ -76,14 +96,19 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(epilog=(
+    "\b\nQuick start (offline, CPU, built-in sample data):\n"
+    "  kitaeru multimodal train --use-sample-data --output-dir runs/quickstart\n"
+    "  kitaeru multimodal search --output-dir runs/quickstart --text \"night rain\"\n"
+    "  kitaeru map --output-dir runs/quickstart --out runs/quickstart/map.png\n"
+    "  kitaeru serve --output-dir runs/quickstart\n"
+    "\b\nEvery command: --help, KEY=VALUE overrides, --json, --debug for tracebacks.\n"
+    "What this machine can run: kitaeru checks"
+))
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    """kitaeru: one CLI for the training, embedding, indexing and export recipes.
-
-    Add --debug anywhere to see full tracebacks.
-    """
+    """kitaeru: one CLI for the training, embedding, indexing and export recipes."""
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -94,7 +119,25 @@ def run(argv: Sequence[str] | None = None) -> int:
     from kitaeru.core.errors import KitaeruError
 
     try:
-        app(args=args, prog_name="kitaeru")
+        # Not standalone: click hands usage errors to us (one-line format below) and returns the
+        # exit code of ``typer.Exit``/``ctx.exit`` instead of calling sys.exit. Commands return None.
+        code = app(args=args, prog_name="kitaeru", standalone_mode=False)
+        if isinstance(code, int):
+            return code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _print_error("interrupted")
+        return 130
+    except click.ClickException as exc:  # usage errors: the same one-line format as ours
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as click would show
+            click.echo(exc.ctx.get_help() if exc.ctx else "")
+            return 0
+        if debug:
+            raise
+        where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) is not None else ""
+        _print_error(f"{where}{exc.format_message()}")
+        return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KitaeruError as exc:

@@ -7,12 +7,17 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Write built-in sample datasets to a folder.", no_args_is_help=True)
+app = typer.Typer(help="Write built-in sample datasets and a tiny Stable Diffusion pipeline to a folder.", no_args_is_help=True)
 
 
-@app.callback()
+@app.callback(epilog=(
+    "Examples:\n\n"
+    "  kitaeru sample scenes --out data/scenes --num-scenes 200\n\n"
+    "  kitaeru sample documents --out data/templates --num 8 --photos data/photos\n\n"
+    "  kitaeru sample sd-pipeline --out models/tiny-sd"
+))
 def sample() -> None:
-    """Write built-in sample datasets (driving scenes, document templates) to a folder."""
+    """Write built-in sample datasets (driving scenes, document templates) and a tiny Stable Diffusion pipeline."""
 
 
 @app.command("scenes")
@@ -27,7 +32,7 @@ def scenes(
     Example: kitaeru sample scenes --out data/scenes --num-scenes 200
     """
     from kitaeru.core.console import info
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal import write_sample_scenes
 
     folder = write_sample_scenes(out, num_scenes, seed=seed, timeseries=timeseries)
     info(f"wrote {num_scenes} scenes to {folder} (scenes_metadata.json, images/" + (", timeseries/)" if timeseries else ")"))
@@ -51,7 +56,7 @@ def documents(
     Example: kitaeru sample documents --out data/templates --num 8 --photos data/photos
     """
     from kitaeru.core.console import info
-    from kitaeru.data.sample_documents import generate_documents, write_document_photos
+    from kitaeru.recipes.docclass.sample_documents import generate_documents, write_document_photos
 
     written = generate_documents(out, num, seed=seed, kinds=[k.strip() for k in kinds.split(",") if k.strip()])
     info(f"wrote {len(written)} document template(s) to {out}")
@@ -59,3 +64,23 @@ def documents(
         write_document_photos(written, photos, seed=seed)
         info(f"wrote {len(written)} photo(s) of them to {photos}")
     typer.echo(str(out))
+
+
+@app.command("sd-pipeline")
+def sd_pipeline(
+    out: Path = typer.Option(..., "--out", help="Folder to write the diffusers pipeline into (model_index.json, unet/, vae/, ...)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation (the same seed gives the same weights)."),
+) -> None:
+    """A tiny random-init Stable Diffusion pipeline (real CLIP tokenizer, built offline) for demos and tests.
+
+    It runs the whole LoRA workflow in seconds on a CPU but generates no real floor plans: real
+    results need a real Stable Diffusion base on a GPU.
+
+    Example: kitaeru sample sd-pipeline --out models/tiny-sd
+    """
+    from kitaeru.core.console import info
+    from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
+
+    folder = write_tiny_pipeline(out, seed=seed)
+    info(f"wrote a tiny random-init Stable Diffusion pipeline to {folder} (use it as --pretrained-model)")
+    typer.echo(str(folder))

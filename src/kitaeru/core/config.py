@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
@@ -24,6 +24,115 @@ class RecipeConfig(BaseModel):
     """Base of every recipe's config: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def setting(
+    default: Any = ...,
+    description: str = "",
+    *,
+    aliases: tuple[str, ...] | list[str] = (),
+    short: str | None = None,
+    flag: bool = True,
+    promote: bool = False,
+    flag_value: Any = None,
+    metavar: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """A config field with what the command line needs to know about it, declared once.
+
+    ``aliases``: other names of the field, usable as ``--alias`` and as ``alias=value`` (the guides'
+    spellings: ``dataset`` for ``data_dir``). ``short``: a one-letter flag (``-d``). ``flag=False``:
+    reachable only as ``key=value`` / in YAML. ``promote``: a field of a nested section that gets a
+    flag of its own name (``--data-dir`` for ``data.data_dir``). ``flag_value``: the value of a bare
+    flag that can also take one (``--resume`` = ``--resume latest``). Everything else (``ge``,
+    ``le``, ``default_factory`` ...) goes to Pydantic.
+    """
+    cli = {"aliases": list(aliases), "short": short, "flag": flag, "promote": promote,
+           "flag_value": flag_value, "metavar": metavar}
+    if default is ... and "default_factory" in constraints:
+        return Field(description=description, json_schema_extra={"cli": cli}, **constraints)
+    return Field(default, description=description, json_schema_extra={"cli": cli}, **constraints)
+
+
+def cli_meta(field_info) -> dict[str, Any]:
+    """The command-line metadata of a field (defaults for fields declared with plain ``Field``)."""
+    extra = field_info.json_schema_extra if isinstance(field_info.json_schema_extra, dict) else {}
+    meta = {"aliases": [], "short": None, "flag": True, "promote": False, "flag_value": None, "metavar": None}
+    meta.update(extra.get("cli", {}))
+    return meta
+
+
+def section_schema(annotation: Any) -> type[BaseModel] | None:
+    """The nested config model behind an annotation (``Section`` or ``Optional[Section]``), if any."""
+    import typing
+
+    candidates = [annotation, *typing.get_args(annotation)]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def field_paths(schema: type[BaseModel], prefix: str = "") -> dict[str, Any]:
+    """Every settable key of a schema, dotted (``train.lr0``), mapped to its field info."""
+    out: dict[str, Any] = {}
+    for name, info in schema.model_fields.items():
+        path = f"{prefix}{name}"
+        out[path] = info
+        nested = section_schema(info.annotation)
+        if nested is not None:
+            out.update(field_paths(nested, f"{path}."))
+    return out
+
+
+def key_aliases(schema: type[BaseModel]) -> dict[str, str]:
+    """``alias -> dotted key`` for every alias a schema declares (and ``leaf -> key`` of promoted fields)."""
+    out: dict[str, str] = {}
+    for path, info in field_paths(schema).items():
+        meta = cli_meta(info)
+        for alias in meta["aliases"]:
+            out[alias.replace("-", "_")] = path
+        if meta["promote"] and "." in path:
+            out.setdefault(path.rsplit(".", 1)[1], path)
+    return out
+
+
+def resolve_key(schema: type[BaseModel], key: str, *, passthrough: str | None = None) -> str:
+    """The dotted field path a user's ``key`` means: a path, an alias, or (with ``passthrough``)
+    ``<passthrough>.<key>``. Unknown keys get a "did you mean" from the known names."""
+    import difflib
+
+    paths = field_paths(schema)
+    normal = key.replace("-", "_")
+    if normal in paths:
+        return normal
+    aliases = key_aliases(schema)
+    head, dot, rest = normal.partition(".")
+    if head in aliases:
+        return aliases[head] + (dot + rest if dot else "")
+    if passthrough is not None:
+        return f"{passthrough}.{key}"
+    known = sorted(set(paths) | set(aliases))
+    close = difflib.get_close_matches(normal, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown setting '{key}'{hint}")
+
+
+def parse_assignments(items: list[str] | tuple[str, ...], what: str = "setting") -> dict[str, Any]:
+    """``["epochs=3", "train.lr0=0.01"]`` → ``{"epochs": 3, "train.lr0": 0.01}`` (values read as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or key.startswith("-"):
+            raise ConfigError(f"unexpected argument '{item}': a {what} is written key=value, e.g. epochs=3")
+        try:
+            out[key] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            out[key] = value
+    return out
 
 
 def presets_dir(recipe: str) -> Path:
@@ -138,6 +247,16 @@ def load_config(
         raise ConfigError(format_validation_error(exc, " + ".join(sources) or f"{recipe} config")) from None
 
 
+def preset_summary(recipe: str, name: str) -> str:
+    """The first comment line of a shipped preset (each starts with the command that uses it)."""
+    for line in preset_path(recipe, name).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
 def validate_preset(schema: type[C], recipe: str, name: str) -> C:
     """Validate one shipped preset (used by tests to check that every preset loads)."""
     return load_config(schema, recipe, cfg_name=name)
@@ -154,6 +273,8 @@ def field_help(schema: type[BaseModel], name: str) -> str:
     """The help text of a schema field with its default, for CLI options (single source of truth)."""
     field = schema.model_fields[name]
     text = field.description or ""
+    if field.is_required():
+        return text
     default = field.get_default(call_default_factory=True)
     if default is not None and default != "" and not isinstance(default, (dict, list, BaseModel)):
         shown = default.value if hasattr(default, "value") else default

@@ -2,7 +2,7 @@
 
 ``--device auto`` picks the best available accelerator (cuda, then mps, then cpu); asking for a
 device that is not there is a :class:`DeviceError`, never a silent fall-back. The tier classifies
-the GPU by its memory, the way seed 002 did, so every recipe can size its work from one table.
+the GPU by its memory, the way the YOLO guide did, so every recipe can size its work from one table.
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ def resolve_device(requested: str = "auto") -> DeviceInfo:
         if index >= torch.cuda.device_count():
             raise DeviceError(f"--device {req}: only {torch.cuda.device_count()} CUDA device(s) present")
         free, total = torch.cuda.mem_get_info(index)
+        # TF32 matmuls/convolutions on Ampere+: ~free speed for fp32 work (bf16 autocast covers the rest).
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
         return DeviceInfo(
             device=f"cuda:{index}" if ":" in req else "cuda",
             requested=requested,

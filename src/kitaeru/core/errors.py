@@ -14,6 +14,12 @@ class KitaeruError(Exception):
     exit_code = 2
 
 
+class RunInterrupted(KitaeruError):
+    """Ctrl-C or SIGTERM stopped a run; the message carries the command that resumes it."""
+
+    exit_code = 130
+
+
 class ConfigError(KitaeruError):
     """A config file or command-line value is invalid (unknown key, wrong type, bad value)."""
 

@@ -16,15 +16,20 @@ run continues the same file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
+import socket
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
+from .errors import ConfigError, RunInterrupted
 from .storage import atomic_write_json, atomic_write_text, ensure_writable_dir
 from .versions import library_versions
 
@@ -45,6 +50,74 @@ def timestamped_dir(root: str | os.PathLike, prefix: str) -> Path:
     return candidate
 
 
+def next_run_dir(root: str | os.PathLike, name: str) -> Path:
+    """``root/name``, or ``name2``, ``name3`` ... when taken (as Ultralytics names its runs)."""
+    root = Path(root)
+    candidate, n = root / name, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = root / f"{name}{n}"
+    return candidate
+
+
+def holds_run(path: str | os.PathLike) -> bool:
+    """Whether a folder already holds a run's evidence or weights."""
+    path = Path(path)
+    weights = path / "weights"
+    return (path / RESULT_JSON).exists() or (weights.is_dir() and any(weights.iterdir()))
+
+
+def refuse_used_run_dir(path: str | os.PathLike, *, exist_ok: bool = False, resume_flag: str = "--resume") -> None:
+    """A new run never silently overwrites an earlier one's weights and evidence."""
+    if not exist_ok and holds_run(path):
+        raise ConfigError(
+            f"{path} already holds a run (training_result.json / weights): continue it with {resume_flag}, "
+            "write elsewhere with --output-dir, or overwrite it with --exist-ok"
+        )
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def read_run_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """What a run folder's ``training_result.json`` says, with a ``running`` run whose process is
+    gone (same host) reported as ``died``; None when the folder holds no result file.
+
+    Keys: run, status, recipe, epochs_completed, epochs_planned, heartbeat_at, pid, host,
+    resume_command (for ``died`` and ``interrupted`` runs the command that continues them).
+    """
+    path = Path(run_dir) / RESULT_JSON
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(result, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as exc:
+        return {"run": str(run_dir), "status": "unreadable", "error": f"{path}: {str(exc).splitlines()[0][:200]}"}
+    status = result.get("status")
+    if status == "running" and result.get("host") == socket.gethostname() and not _pid_alive(result.get("pid")):
+        status = "died"
+    return {
+        "run": str(run_dir),
+        "status": status,
+        "recipe": result.get("recipe"),
+        "epochs_completed": result.get("epochs_completed"),
+        "epochs_planned": result.get("epochs_planned"),
+        "heartbeat_at": result.get("heartbeat_at"),
+        "pid": result.get("pid"),
+        "host": result.get("host"),
+        "resume_command": result.get("resume_command"),
+    }
+
+
 class RunFolder:
     """Writes (and, for resume, reads back) the evidence of one run."""
 
@@ -55,6 +128,8 @@ class RunFolder:
         self._rows: list[dict[str, Any]] = self.read_results()
         self._skipped: list[dict[str, str]] = []
         self._started = time.time()
+        self._live: dict[str, Any] | None = None  # fields of a running lifecycle, refreshed as heartbeat
+        self._status: str | None = None
 
     # ---- locations -------------------------------------------------------------------------
     @property
@@ -102,6 +177,7 @@ class RunFolder:
         atomic_write_text(self.results_csv, _rows_to_csv(self._rows))
         scalars = {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
         self.log_scalars(scalars, step=step if step is not None else int(epoch or len(self._rows)))
+        self.heartbeat()
 
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         writer = self._tensorboard()
@@ -133,17 +209,74 @@ class RunFolder:
     def write_result(self, status: str, **fields: Any) -> Path:
         """Write ``training_result.json``: the recipe's fields plus the common evidence.
 
-        Common keys: ``status``, ``wall_time_seconds``, ``epochs_completed`` (from results.csv
-        unless given), ``skipped_inputs``, ``library_versions``, ``finished_at``.
+        Common keys: ``status``, ``pid``, ``host``, ``started_at``, ``heartbeat_at``,
+        ``wall_time_seconds``, ``epochs_completed`` (from results.csv unless given),
+        ``skipped_inputs``, ``library_versions``, ``finished_at`` (once not running).
         """
         result: dict[str, Any] = {"status": status}
+        if self._live is not None:
+            result.update({k: v for k, v in self._live.items() if k not in fields})
         result.update(fields)
+        result.setdefault("pid", os.getpid())
+        result.setdefault("host", socket.gethostname())
+        result.setdefault("started_at", datetime.fromtimestamp(self._started).isoformat(timespec="seconds"))
+        result["heartbeat_at"] = datetime.now().isoformat(timespec="seconds")
         result.setdefault("epochs_completed", sum(1 for r in self._rows if (r.get("epoch") or 0) > 0))
         result.setdefault("wall_time_seconds", round(time.time() - self._started, 3))
         result.setdefault("skipped_inputs", {"count": len(self._skipped), "items": self._skipped})
         result["library_versions"] = library_versions()
-        result["finished_at"] = datetime.now().isoformat(timespec="seconds")
+        if status != "running":
+            result["finished_at"] = datetime.now().isoformat(timespec="seconds")
+        self._status = status
         return atomic_write_json(self.result_json, result)
+
+    def heartbeat(self, **fields: Any) -> None:
+        """While a lifecycle runs: refresh ``training_result.json`` (status running, new heartbeat)."""
+        if self._live is None or self._status not in (None, "running"):
+            return
+        self._live.update(fields)
+        self.write_result("running")
+
+    @contextlib.contextmanager
+    def lifecycle(self, *, resume_command: str, **fields: Any) -> Iterator["RunFolder"]:
+        """The one run lifecycle: ``running`` from the first second (pid, host, heartbeat), then
+        ``completed`` (unless the body wrote its own final status), ``failed`` with the one-line
+        error, or ``interrupted`` on Ctrl-C / SIGTERM — which ends in :class:`RunInterrupted`
+        (exit 130) whose message is the command that resumes the run. Writers are always closed.
+        """
+        self._live = {"resume_command": resume_command, **fields}
+        self._status = None
+        self.write_result("running")
+        with _sigterm_as_interrupt():
+            try:
+                yield self
+            except (KeyboardInterrupt, RunInterrupted):
+                self.write_result("interrupted")
+                raise RunInterrupted(f"interrupted; resume with: {resume_command}") from None
+            except BaseException as exc:
+                text = str(exc).splitlines()[0] if str(exc) else ""
+                self.write_result("failed", error=f"{type(exc).__name__}: {text}" if not _is_user_error(exc) else text)
+                raise
+            else:
+                if self._status in (None, "running"):
+                    self.write_result("completed")
+            finally:
+                self._live = None
+                self.close()
+                self.write_results_png()
+
+    def write_results_png(self) -> Path | None:
+        """``results.png`` (the curves of results.csv) for people who don't open a UI; a plot never
+        fails a run: any problem is a warning."""
+        try:
+            from .plots import write_results_png
+
+            return write_results_png(self.path)
+        except Exception as exc:  # noqa: BLE001 - evidence of a finished run must not be lost to a plot
+            from .console import warn
+
+            warn(f"{self.path / 'results.png'}: not drawn ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            return None
 
     def read_result(self) -> dict[str, Any] | None:
         if not self.result_json.exists():
@@ -160,6 +293,29 @@ class RunFolder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from .errors import KitaeruError
+
+    return isinstance(exc, KitaeruError)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler or ``kill``) stops a run the way Ctrl-C does, so it ends ``interrupted``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _rows_to_csv(rows: list[Mapping[str, Any]]) -> str:

@@ -242,3 +242,33 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         with open_input(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout)
     return Path(dst)
+
+
+def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str = "file",
+                      must_not_exist: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: its parent is a file, a folder on
+    the way is not writable, a file is named where a folder is (or the reverse), or it exists when it
+    must not. One line naming ``setting`` (the flag) and the path; URLs are checked when written.
+    """
+    if path is None or str(path) == "" or is_remote(path):
+        return
+    target = Path(_strip_file_scheme(path))
+    label = f"{setting} {target}"
+    if target.exists():
+        if must_not_exist:
+            raise KitaeruError(f"{label}: already exists (choose another path or remove it)")
+        if kind == "file" and target.is_dir():
+            raise KitaeruError(f"{label}: is a folder, not a file")
+        if kind == "dir" and not target.is_dir():
+            raise KitaeruError(f"{label}: exists and is not a folder")
+        writable = target if target.is_dir() else target.parent
+        if not os.access(writable, os.W_OK | os.X_OK):
+            raise KitaeruError(f"{label}: {writable} is not writable")
+        return
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise KitaeruError(f"{label}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise KitaeruError(f"{label}: {ancestor} is not writable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 from importlib import metadata
@@ -15,14 +16,21 @@ _TRACKED = (
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Installed versions of the tracked distributions (absent ones omitted) plus Python's."""
-    out = {"python": platform.python_version()}
-    for dist in (*_TRACKED, *extra):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+    out = dict(_installed_versions(tuple(extra)))
     if "torch" in sys.modules:
         import torch
 
         out["cuda"] = torch.version.cuda or "none"
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _installed_versions(extra: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # Reading package metadata costs tens of milliseconds; the evidence asks on every heartbeat.
+    out = [("python", platform.python_version())]
+    for dist in (*_TRACKED, *extra):
+        try:
+            out.append((dist, metadata.version(dist)))
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(out)

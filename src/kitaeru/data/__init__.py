@@ -1,2 +1,3 @@
-"""Readers of the data users bring (scene folders, nuScenes, MCAP/.npy time series, image folders,
-YOLO data.yaml, document pools) and generators of built-in sample data."""
+"""Readers shared by several jobs (images with bounded, draft decoding; scene folders, nuScenes,
+MCAP/.npy time series; the vector DB) and the built-in sample scenes. Readers that only one job
+uses (YOLO data.yaml, document pools, floor-plan captions) live in that job's recipe package."""

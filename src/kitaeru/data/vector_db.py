@@ -31,6 +31,8 @@ from kitaeru.core.vectors import l2_normalize
 from kitaeru.core.errors import DataError
 
 VERSION = "1.0"
+# The file name of the DB in a multimodal output folder (written by training, read by search, map, serve).
+VECTOR_DB_FILE = "vector_db.json"
 _RESERVED = {"version", "description", "total_scenes", "embedding_dim", "scenes"}
 
 

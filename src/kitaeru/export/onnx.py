@@ -1,7 +1,7 @@
 """Generic ONNX export of a PyTorch module from an ``onnx:`` spec, with checks that it is right.
 
 Any recipe hands :func:`export_onnx` a module (its inference branch only) and an :class:`OnnxSpec`
-(the fields of seed 003's ``onnx:`` section: name, input shapes and dtypes, input/output names,
+(the fields of the document classifier guide's ``onnx:`` section: name, input shapes and dtypes, input/output names,
 dynamic axes, exporter options). The file is written only when every check passes:
 
 1. the module accepts the spec's input shapes (a shape it rejects is a one-line ``ConfigError``);

@@ -26,8 +26,9 @@ closer); for ``metric="l2"`` the squared Euclidean distance (lower is closer). M
 
 Types: ``flat`` (exact), ``ivfpq`` (inverted lists + product quantisation, then exact re-ranking of
 ``k_factor × k`` candidates with the stored vectors, so recall holds while the scan stays cheap),
-``hnsw`` (graph), and ``auto`` (measures the candidates on the data and keeps the fastest one whose
-recall@10 against exact search is ≥ 0.95; flat below ``AUTO_FLAT_MAX_N`` vectors).
+``hnsw`` (graph), and ``auto`` (:mod:`kitaeru.index.auto_tune`: searches code size, lists, probes,
+re-ranking depth and graph width on held-out queries and keeps the fastest point whose recall@10
+against exact search is ≥ 0.95, within ``max_index_memory``; flat below ``AUTO_FLAT_MAX_N`` vectors).
 """
 
 from __future__ import annotations
@@ -304,7 +305,34 @@ def _train_sample(vectors: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
     return vectors[np.sort(rng.choice(len(vectors), limit, replace=False))]
 
 
-def make_faiss_index(vectors: np.ndarray, index_type: str, metric: str, params: Mapping[str, Any]):
+def new_ivfpq(dim: int, metric: str, params: Mapping[str, Any], quantizer: Any = None):
+    """An untrained IVF-PQ index re-ranked exactly (``IndexRefineFlat``). A ``quantizer`` already
+    trained with ``nlist`` centroids is reused as is (its k-means is not run again)."""
+    faiss = _faiss()
+    if quantizer is None:
+        quantizer = flat_quantizer(dim, metric)
+    nlist, m, nbits = int(params["nlist"]), int(params["pq_m"]), int(params["pq_nbits"])
+    if nbits == 4 and m % 2 == 0:  # 4-bit codes in pairs: the SIMD fast-scan layout
+        base = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, nbits, _metric_code(metric))
+    else:
+        base = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, _metric_code(metric))
+    # Small lists/codebooks are chosen on purpose for small n: no "too few points" warnings.
+    base.cp.min_points_per_centroid = base.pq.cp.min_points_per_centroid = 1
+    # k-means on 64 points per centroid and 10 iterations: ~10x cheaper training than Faiss's
+    # defaults; what coarser centroids/codes lose, the exact re-ranking below wins back.
+    base.cp.max_points_per_centroid = base.pq.cp.max_points_per_centroid = 64
+    base.cp.niter = base.pq.cp.niter = 10
+    return faiss.IndexRefineFlat(base)  # the Python wrappers keep base/quantizer alive
+
+
+def flat_quantizer(dim: int, metric: str) -> Any:
+    """An empty coarse quantizer; hold the Python object while indexes built on it are in use."""
+    faiss = _faiss()
+    return faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+
+
+def make_faiss_index(vectors: np.ndarray, index_type: str, metric: str, params: Mapping[str, Any],
+                     quantizer: Any = None):
     """A trained, filled Faiss index of ``index_type`` over ``vectors`` (search knobs not yet set)."""
     faiss = _faiss()
     n, dim = vectors.shape
@@ -312,19 +340,7 @@ def make_faiss_index(vectors: np.ndarray, index_type: str, metric: str, params: 
     if index_type == "flat":
         index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
     elif index_type == "ivfpq":
-        quantizer = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
-        nlist, m, nbits = int(params["nlist"]), int(params["pq_m"]), int(params["pq_nbits"])
-        if nbits == 4 and m % 2 == 0:  # 4-bit codes in pairs: the SIMD fast-scan layout
-            base = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, nbits, code)
-        else:
-            base = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, code)
-        # Small lists/codebooks are chosen on purpose for small n: no "too few points" warnings.
-        base.cp.min_points_per_centroid = base.pq.cp.min_points_per_centroid = 1
-        # k-means on 64 points per centroid and 10 iterations: ~10x cheaper training than Faiss's
-        # defaults; what coarser centroids/codes lose, the exact re-ranking below wins back.
-        base.cp.max_points_per_centroid = base.pq.cp.max_points_per_centroid = 64
-        base.cp.niter = base.pq.cp.niter = 10
-        index = faiss.IndexRefineFlat(base)  # the Python wrappers keep base/quantizer alive
+        index = new_ivfpq(dim, metric, params, quantizer)
         limit = max(int(params["nlist"]), 2 ** int(params["pq_nbits"])) * 64
         index.train(_train_sample(vectors, limit))
     elif index_type == "hnsw":
@@ -336,6 +352,68 @@ def make_faiss_index(vectors: np.ndarray, index_type: str, metric: str, params: 
     return index
 
 
+# ---- memory ----------------------------------------------------------------------------------
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "MIB": 1024 ** 2,
+          "G": 1024 ** 3, "GB": 1024 ** 3, "GIB": 1024 ** 3, "T": 1024 ** 4, "TB": 1024 ** 4, "TIB": 1024 ** 4}
+
+
+def parse_memory(text: str | int | None, what: str = "--max-index-memory") -> int | None:
+    """``"4G"`` / ``"512M"`` / ``"1.5GB"`` / ``"100000"`` → bytes (powers of 1024, as autofaiss reads them)."""
+    import re
+
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+        if not match or match.group(2).upper() not in _UNITS:
+            raise ConfigError(f"{what}: '{text}' is not a size (write e.g. 4G, 512M, 1.5GB)")
+        value, unit = float(match.group(1)), match.group(2).upper()
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise ConfigError(f"{what}: '{text}' must be more than 0 bytes")
+    return size
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
+
+
+def estimate_index_bytes(index_type: str, n: int, dim: int, params: Mapping[str, Any]) -> int:
+    """About how many bytes an index of ``index_type`` over ``n`` vectors holds in memory (and on disk).
+
+    flat: the float32 vectors. ivfpq: the PQ codes and their ids in the lists, the coarse centroids,
+    and the float32 vectors kept for exact re-ranking. hnsw: the float32 vectors plus the graph
+    (2·M neighbour ids on level 0, M on the ~1/M of nodes that reach the upper levels)."""
+    vectors = n * dim * 4
+    if index_type == "flat":
+        return vectors
+    if index_type == "ivfpq":
+        code = math.ceil(int(params["pq_m"]) * int(params["pq_nbits"]) / 8)
+        return vectors + n * (code + 8) + int(params["nlist"]) * dim * 4
+    if index_type == "hnsw":
+        m = int(params["hnsw_m"])
+        links = 2 * m + m / max(m - 1, 1)
+        return vectors + int(n * (links * 4 + 16))
+    raise ConfigError(f"--type: unknown index type '{index_type}' (choose from {', '.join(INDEX_TYPES)})")
+
+
+def check_memory(index_type: str, n: int, dim: int, params: Mapping[str, Any], max_bytes: int | None) -> None:
+    """A chosen type must fit the budget: a one-line error with both sizes otherwise."""
+    if max_bytes is None:
+        return
+    need = estimate_index_bytes(index_type, n, dim, params)
+    if need > max_bytes:
+        raise ConfigError(f"--max-index-memory: a {index_type} index over {n} x {dim} vectors needs about "
+                          f"{format_bytes(need)}, more than the {format_bytes(max_bytes)} allowed "
+                          "(try --type auto, or a smaller pq_m)")
+
+
 def build_index(
     vectors: np.ndarray,
     metadata: "pa.Table | None" = None,
@@ -345,14 +423,19 @@ def build_index(
     params: Mapping[str, Any] | None = None,
     info: EmbeddingInfo | None = None,
     source: str | None = None,
+    max_index_memory: int | str | None = None,
 ) -> VectorIndex:
-    """Build a :class:`VectorIndex` over ``vectors`` (N, dim); ``params`` override the chosen ones."""
+    """Build a :class:`VectorIndex` over ``vectors`` (N, dim); ``params`` override the chosen ones.
+
+    ``max_index_memory`` (bytes, or ``"4G"``): ``auto`` skips candidates estimated above it; an
+    explicit type that does not fit is an error."""
     import pyarrow as pa
 
     if index_type not in INDEX_TYPES:
         raise ConfigError(f"--type: unknown index type '{index_type}' (choose from {', '.join(INDEX_TYPES)})")
     if metric not in METRICS:
         raise ConfigError(f"--metric: unknown metric '{metric}' (choose from {', '.join(METRICS)})")
+    budget = parse_memory(max_index_memory)
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     if v.ndim != 2 or v.shape[0] == 0:
         raise DataError(f"{source or 'vectors'}: expected a non-empty 2-D matrix, got shape {tuple(v.shape)}")
@@ -366,60 +449,18 @@ def build_index(
                 image_size=emb.image_size, resize=emb.resize, normalized=emb.normalized, kind=emb.kind,
                 embeddings=[str(source)] if source else [])
     if index_type == "auto":
-        chosen, resolved, report = choose_auto(v, metric, params)
-        prebuilt = report.pop("index", None)
-        index = prebuilt if prebuilt is not None else make_faiss_index(v, chosen, metric, resolved)
+        from kitaeru.index.auto_tune import tune
+
+        chosen, resolved, index, report = tune(v, metric, params, max_bytes=budget)
         resolved = {**resolved, "auto": report}
         return VectorIndex(index, metadata, IndexInfo(**{**base, "type": chosen}, params=resolved))
     resolved = resolve_params(index_type, n, dim, params)
+    check_memory(index_type, n, dim, resolved, budget)
     index = make_faiss_index(v, index_type, metric, resolved)
     return VectorIndex(index, metadata, IndexInfo(**base, params=resolved))
 
 
-def choose_auto(vectors: np.ndarray, metric: str, overrides: Mapping[str, Any] | None = None,
-                n_queries: int = 200) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Pick the fastest type whose recall@10 vs exact search is ≥ 0.95 on a sample of the data.
-
-    Below ``AUTO_FLAT_MAX_N`` vectors exact search is already fast: flat. Otherwise ivfpq and hnsw
-    are built with their default parameters; the search-time knob (nprobe / efSearch) is doubled
-    until recall holds; the one with the most single-thread queries/s wins (flat if neither holds).
-    Returns ``(type, params, report)``; ``report["index"]`` holds the winning built index.
-    """
-    from kitaeru.index.evaluation import exact_search, measure_index
-
-    n, dim = vectors.shape
-    if n < AUTO_FLAT_MAX_N:
-        return "flat", {}, {"reason": f"{n} vectors < {AUTO_FLAT_MAX_N}: exact search is fast enough", "index": None}
-    rng = np.random.default_rng(0)
-    queries = vectors[rng.choice(n, min(n_queries, n), replace=False)]
-    k = 10
-    _, truth = exact_search(vectors, queries, k, metric)
-    flat_holder = VectorIndex(make_faiss_index(vectors, "flat", metric, {}), _ids_table(n), IndexInfo("flat", metric, dim))
-    flat = measure_index(flat_holder, queries, truth, k)
-    candidates: list[dict[str, Any]] = [{"type": "flat", "params": {}, **flat}]
-    best: tuple[float, str, dict[str, Any], Any] = (flat["qps_single"], "flat", {}, flat_holder.index)
-    knobs = {"ivfpq": "nprobe", "hnsw": "ef_search"}
-    for index_type, knob in knobs.items():
-        own = {k2: v for k2, v in (overrides or {}).items() if k2 in TUNABLE_PARAMS[index_type]}
-        params = resolve_params(index_type, n, dim, own)
-        holder = VectorIndex(make_faiss_index(vectors, index_type, metric, params), _ids_table(n),
-                             IndexInfo(index_type, metric, dim, params=dict(params)))
-        limit = params.get("nlist", 4096) if index_type == "ivfpq" else 4096
-        while True:
-            holder.apply_search_params(params)
-            result = measure_index(holder, queries, truth, k)
-            candidates.append({"type": index_type, "params": dict(params), **result})
-            if result["recall_at_10"] >= AUTO_MIN_RECALL or params[knob] >= limit or knob in own:
-                break
-            params[knob] = min(limit, params[knob] * 2)
-        if result["recall_at_10"] >= AUTO_MIN_RECALL and result["qps_single"] > best[0]:
-            best = (result["qps_single"], index_type, dict(params), holder.index)
-    _, chosen, params, index = best
-    report = {"min_recall_at_10": AUTO_MIN_RECALL, "queries": len(queries), "candidates": candidates, "index": index}
-    return chosen, params, report
-
-
-def _ids_table(n: int) -> "pa.Table":
+def ids_table(n: int) -> "pa.Table":
     import pyarrow as pa
 
     return pa.table({"id": pa.array(np.arange(n, dtype=np.int64))})

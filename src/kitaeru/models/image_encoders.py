@@ -5,7 +5,7 @@ Names::
     torchvision:<arch>        torchvision.models (mobilenet_v2, mobilenet_v3_small, resnet50, vit_b_16, ...)
     timm:<arch>               any timm model (vit_base_patch16_224, lcnet_050, convnext_tiny, ...)
     open_clip:<arch>[/<tag>]  an OpenCLIP model (ViT-L-14, ViT-B-32/laion2b_s34b_b79k, ...)
-    vit_l_14, vit_b_32, ...   aliases of the OpenCLIP ViTs (seed 001's names)
+    vit_l_14, vit_b_32, ...   aliases of the OpenCLIP ViTs (the embedding guide's names)
     <arch>                    a bare OpenCLIP model name
 
 ``pretrained`` chooses the weights: ``"default"`` (the family's standard weights), ``"openclip"``
@@ -44,7 +44,7 @@ ALIASES = {
     "vit_b_16": "open_clip:ViT-B-16",
     "vit_h_14": "open_clip:ViT-H-14",
 }
-# OpenCLIP's standard weights per model (LAION-2B where published, as seed 001 planned).
+# OpenCLIP's standard weights per model (LAION-2B where published, as the embedding guide planned).
 OPENCLIP_DEFAULT_TAGS = {
     "ViT-L-14": "laion2b_s32b_b82k",
     "ViT-B-32": "laion2b_s34b_b79k",

@@ -19,9 +19,9 @@ from __future__ import annotations
 import mimetypes
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Path as PathParam, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
@@ -40,14 +40,19 @@ MAX_UPLOAD_PIXELS = 64_000_000
 
 
 def create_app(
-    load_backend: Callable[[], SearchBackend],
+    load_backend: Optional[Callable[[], SearchBackend]],
     *,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     title: str = "kitaeru scene search",
+    routers: Sequence[APIRouter] = (),
+    on_startup: Sequence[Callable[[FastAPI], Any]] = (),
 ) -> FastAPI:
     """The search API over the backend that ``load_backend`` creates once at start-up.
 
-    A :class:`~kitaeru.core.errors.KitaeruError` raised while loading is kept in
+    ``routers``: more endpoints served by the same app (floor-plan generation, say); ``on_startup``:
+    what they load once before the first request (called with the app, in a worker thread, after
+    the search backend). ``load_backend=None`` serves only those: the search endpoints then answer
+    503. A :class:`~kitaeru.core.errors.KitaeruError` raised while loading is kept in
     ``app.state.startup_error`` (the server refuses to start and the CLI prints it on one line).
     """
 
@@ -55,13 +60,16 @@ def create_app(
     async def lifespan(app: FastAPI):
         app.state.startup_error = None
         try:
-            app.state.backend = await run_in_threadpool(load_backend)
+            app.state.backend = await run_in_threadpool(load_backend) if load_backend is not None else None
+            for hook in on_startup:
+                await run_in_threadpool(hook, app)
         except Exception as exc:
             app.state.startup_error = exc
             raise
         url = getattr(app.state, "url", None)
         if url:  # set by run_server: the real port, also when port 0 picked a free one
-            info(f"search API ready on {url} ({len(app.state.backend)} items)")
+            items = f" ({len(app.state.backend)} items)" if app.state.backend is not None else ""
+            info(f"search API ready on {url}{items}")
             info(f"OpenAPI docs: {url}/docs")
         yield
         app.state.backend = None
@@ -73,6 +81,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.startup_error = None
+    app.state.backend = None
     app.state.max_upload_bytes = int(max_upload_bytes)
     app.add_middleware(
         BodySizeLimit,
@@ -83,7 +92,8 @@ def create_app(
     def backend_of(request: Request) -> SearchBackend:
         backend = getattr(request.app.state, "backend", None)
         if backend is None:
-            raise HTTPException(503, "the search backend is not loaded")
+            raise HTTPException(503, "the search backend is not loaded" if load_backend is not None
+                                else "this server has no search backend (start it with --output-dir or --index)")
         return backend
 
     def target_for(backend: SearchBackend, search_in: Optional[str]) -> str:
@@ -99,6 +109,8 @@ def create_app(
 
     @app.get("/health", summary="Server status and what it searches")
     def health(request: Request) -> dict[str, Any]:
+        if load_backend is None:
+            return {"status": "ok", "version": __version__, "backend": None}
         backend = backend_of(request)
         return {
             "status": "ok",
@@ -178,27 +190,28 @@ def create_app(
         media = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
         return FileResponse(real, media_type=media)
 
+    for router in routers:
+        app.include_router(router)
     return app
 
 
 def decode_upload(data: bytes, name: str, min_side: int | None = None):
     """The uploaded bytes as an RGB image, or an HTTP 400/413 naming the problem (JPEGs much larger
     than ``min_side`` are decoded at reduced scale, as ``kitaeru embed`` decodes them)."""
-    from kitaeru.data.images import open_image, pil_open
+    from kitaeru.data.images import ImageRejected, open_image
 
     if not data:
         raise HTTPException(400, f"{name}: empty upload")
     try:
-        with pil_open(_bytes_io(data)) as probe:  # header only: refuse pixel bombs before decoding
-            width, height = probe.size
-    except Exception:  # noqa: BLE001 - anything PIL cannot identify is "not an image"
-        raise HTTPException(400, f"{name}: not an image (cannot identify the file format)") from None
-    if width * height > MAX_UPLOAD_PIXELS:
-        raise HTTPException(413, f"{name}: {width}x{height} pixels is more than the limit of {MAX_UPLOAD_PIXELS}")
-    try:
-        return open_image(data, min_side=min_side)
+        # the one opener: header checked (pixels, aspect ratio, min side) before decoding or resizing
+        return open_image(data, min_side=min_side, max_pixels=MAX_UPLOAD_PIXELS)
+    except ImageRejected as exc:
+        raise HTTPException(413 if exc.too_large else 400, f"{name}: {str(exc).split(': ', 1)[-1]}") from None
     except DataError as exc:
-        raise HTTPException(400, f"{name}: not a readable image ({str(exc).split(': ', 1)[-1]})") from None
+        reason = str(exc).split(': ', 1)[-1]
+        if "cannot identify" in reason:
+            raise HTTPException(400, f"{name}: not an image (cannot identify the file format)") from None
+        raise HTTPException(400, f"{name}: not a readable image ({reason})") from None
 
 
 def _bytes_io(data: bytes):

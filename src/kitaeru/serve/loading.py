@@ -1,22 +1,24 @@
-"""Create the backend a :class:`~kitaeru.serve.config.ServeConfig` asks for (called once at start-up)."""
+"""Create a search backend (called once at start-up, by the app's lifespan handler)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .backend import SearchBackend
-from .config import ServeConfig
 
 
-def load_backend(cfg: ServeConfig, device: str) -> SearchBackend:
-    """The index backend for ``--index``, the multimodal backend for ``--output-dir``."""
-    if cfg.threads:
+def load_backend(*, output_dir: Optional[str] = None, index: Optional[str] = None, model: Optional[str] = None,
+                 pretrained: Optional[str] = None, data_dir: Optional[str] = None, device: str = "cpu",
+                 threads: Optional[int] = None) -> SearchBackend:
+    """The index backend for ``index``, the multimodal backend for ``output_dir``."""
+    if threads:
         import torch
 
-        torch.set_num_threads(cfg.threads)
-    if cfg.index:
+        torch.set_num_threads(threads)
+    if index:
         from .index_backend import IndexBackend
 
-        return IndexBackend.load(cfg.index, model=cfg.model, pretrained=cfg.pretrained, device=device,
-                                 data_dir=cfg.data_dir)
+        return IndexBackend.load(index, model=model, pretrained=pretrained, device=device, data_dir=data_dir)
     from .multimodal_backend import MultimodalBackend
 
-    return MultimodalBackend.load(cfg.output_dir, device=device, data_dir=cfg.data_dir)
+    return MultimodalBackend.load(output_dir, device=device, data_dir=data_dir)

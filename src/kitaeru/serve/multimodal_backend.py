@@ -32,8 +32,6 @@ from kitaeru.core.errors import ConfigError, DataError
 from .backend import SearchBackend, normalize_rows
 from .safe_files import ImageRoot
 
-VECTOR_DB_FILE = "vector_db.json"
-
 
 class MultimodalBackend(SearchBackend):
     """Scenes with text and image embeddings, and the encoders that embed new queries like them."""
@@ -62,7 +60,7 @@ class MultimodalBackend(SearchBackend):
              data_dir: str | os.PathLike | None = None) -> "MultimodalBackend":
         """Read the vector DB and load the query encoders once."""
         from kitaeru.models.scene_query import load_query_encoder
-        from kitaeru.data.vector_db import load_vector_db
+        from kitaeru.data.vector_db import VECTOR_DB_FILE, load_vector_db
 
         root = Path(output_dir)
         if not root.is_dir():

@@ -1,1 +1,4 @@
-"""Pictures of embeddings: UMAP projections, scatter plots and interactive maps."""
+"""Reusable pictures of embeddings: the UMAP projection, scatter plots and interactive maps, thumbnails.
+
+The `kitaeru map` job that uses them lives in ``kitaeru.recipes.map``.
+"""

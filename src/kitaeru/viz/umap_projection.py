@@ -1,4 +1,4 @@
-"""UMAP 2-D projection with the settings the seeds used (15 neighbours, min_dist 0.1, cosine, seed 42)."""
+"""UMAP 2-D projection with the settings the original tools used (15 neighbours, min_dist 0.1, cosine, seed 42)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,153 @@
-"""``kitaeru detect``: YOLOv8 fine-tuning on Ultralytics with GPU-tier plans, out-of-memory recovery,
-TensorBoard, layer-wise LR decay, copy-paste synthesis and ONNX export (seed 002).
+"""``kitaeru detect``: fine-tune a YOLOv8 detector on Ultralytics, check it, use it, ship it.
 
-Modules: ``config`` (schema, tier table), ``plan`` (resources), ``train`` (the command's flow),
-``session`` (attempts inside the OOM ladder, the result file), ``evidence`` (Ultralytics callbacks),
-``llrd``, ``export``, ``validate``, ``model_source``, ``ultralytics_env`` (offline/private),
-``tensorboard_server``. Only ``config`` is light; the rest import Ultralytics/torch when used.
+The story of a detector, in the order a user meets it:
+
+1. **train** (:func:`train`, :mod:`.train`): the ``data.yaml`` and every label file are checked
+   (:mod:`.dataset`); copy-paste synthetic images are added when objects and backgrounds are given
+   (:mod:`.copy_paste`); the GPU tier (or ``--gpu-tier``) and free GPU memory decide model, batch
+   size, image size, workers, cache, epochs and patience unless set (:mod:`.plan`); Ultralytics
+   trains inside an out-of-memory ladder that resumes from ``last.pt`` (:mod:`.session`), with
+   kitaeru's evidence written per epoch (:mod:`.evidence`), layer-wise LR decay through its trainer
+   and callback API (:mod:`.ultralytics_trainer`, :mod:`.llrd`) and a TensorBoard server
+   (:mod:`.tensorboard_server`). The run folder is ``<output-dir>/train`` (``train2``, ...); Ctrl-C
+   ends it ``interrupted`` with the command that resumes it.
+2. **val** (:func:`val`, :mod:`.validate`): mAP50, mAP50-95, precision and recall of a model on a
+   split.
+3. **predict** (:func:`predict`, :mod:`.predict`): a ``.pt`` or exported ``.onnx`` over images;
+   annotated images and YOLO txt labels.
+4. **export** (:func:`export`, :mod:`.export`): ONNX, checked against PyTorch with onnxruntime on
+   a real image.
+
+Ultralytics runs offline and private (:mod:`.ultralytics_env`, which also lists every patch
+kitaeru applies to it). Only this module and :mod:`.config` are light; the rest import
+Ultralytics/torch when a command runs.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from kitaeru.core.recipe import Mode, Recipe
+
+from .config import ExportConfig, PredictConfig, TrainConfig, ValConfig
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Fine-tune (or, with ``--resume``, continue; with ``--validate-only``, only validate)."""
+    if config.validate_only:
+        from .validate import val_config_from_train
+
+        return val(val_config_from_train(config))
+    if config.resume:
+        from .train import resume_detector
+
+        given = config.model_dump(exclude_defaults=True)
+        return resume_detector(config.resume, given).result
+    from .train import train_detector
+
+    return train_detector(config).result
+
+
+def val(config: ValConfig) -> dict[str, Any]:
+    """Validate a model on a split of a YOLO dataset."""
+    from .validate import validate_model
+
+    return validate_model(config).result
+
+
+def predict(config: PredictConfig) -> dict[str, Any]:
+    """Detect objects in images; write annotated images and YOLO txt labels."""
+    from .predict import predict_images
+
+    return predict_images(config)
+
+
+def export(config: ExportConfig) -> dict[str, Any]:
+    """Export trained weights to ONNX, checked with onnxruntime."""
+    from .export import export_model
+
+    return export_model(config)
+
+
+def _check_train(config: TrainConfig) -> None:
+    if config.validate_only:
+        from .validate import check_val, val_config_from_train
+
+        check_val(val_config_from_train(config))
+        return
+    from .train import check_train
+
+    check_train(config)
+
+
+def _check_val(config: ValConfig) -> None:
+    from .validate import check_val
+
+    check_val(config)
+
+
+def _check_predict(config: PredictConfig) -> None:
+    from .predict import check_predict
+
+    check_predict(config)
+
+
+def _check_export(config: ExportConfig) -> None:
+    from .export import check_export
+
+    check_export(config)
+
+
+def _summary(module: str):
+    def show(result: dict[str, Any]) -> None:
+        import importlib
+
+        if result.get("split") and module == "train":  # train --validate-only
+            importlib.import_module(f"{__name__}.validate").print_summary(result)
+            return
+        importlib.import_module(f"{__name__}.{module}").print_summary(result)
+
+    return show
+
+
+RECIPE = Recipe(
+    name="detect",
+    help="Fine-tune YOLOv8 on Ultralytics (GPU-tier plans, OOM recovery, TensorBoard, LLRD, copy-paste), "
+         "then validate, predict and export to ONNX.",
+    modes=[
+        Mode(
+            "train", TrainConfig, train,
+            help="Fine-tune YOLOv8 on a YOLO data.yaml. KEY=VALUE arguments that are not settings go to "
+                 "Ultralytics as training arguments (lr0=0.01 cos_lr=true).",
+            examples=[
+                "kitaeru detect train --data-dir ../shared/data/coco8/data.yaml --epochs 3 --image-size 320",
+                "kitaeru detect train data=coco8.yaml epochs=3 imgsz=320",
+                "kitaeru detect train -d data.yaml --cfg-name competition --llrd --export onnx",
+                "kitaeru detect train --resume models/finetuned/train",
+            ],
+            summary=_summary("train"), check=_check_train, presets=True, passthrough_field="ultralytics",
+            preset_switches={"fast": "fast"},
+        ),
+        Mode(
+            "val", ValConfig, val,
+            help="Validate a model on a split of a YOLO dataset: mAP50, mAP50-95, precision, recall "
+                 "(validation_result.json in <output-dir>/val).",
+            examples=["kitaeru detect val --model models/finetuned/train/weights/best.pt --data-dir data.yaml"],
+            summary=_summary("validate"), check=_check_val, aliases=("validate",), passthrough_field="ultralytics",
+        ),
+        Mode(
+            "predict", PredictConfig, predict,
+            help="Detect objects with a .pt or .onnx model: annotated images and YOLO txt labels in "
+                 "<output-dir>/predict.",
+            examples=["kitaeru detect predict --model models/finetuned/train/weights/best.pt --source images/",
+                      "kitaeru detect predict --model best.onnx --source photo.jpg --conf 0.4"],
+            summary=_summary("predict"), check=_check_predict, passthrough_field="ultralytics",
+        ),
+        Mode(
+            "export", ExportConfig, export,
+            help="Export trained weights to ONNX and check onnxruntime against PyTorch on a real image.",
+            examples=["kitaeru detect export --model models/finetuned/train/weights/best.pt --format onnx"],
+            summary=_summary("export"), check=_check_export,
+        ),
+    ],
+)

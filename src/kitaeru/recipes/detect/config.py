@@ -1,28 +1,41 @@
-"""Config of ``kitaeru detect``: the schema, the GPU-tier table and the model memory figures (seed 002).
+"""Config of ``kitaeru detect``: the schemas of its modes, the GPU-tier table, the model memory figures.
 
-Precedence of the resource knobs (model, batch, imgsz, workers, cache, epochs, patience):
-``train:`` section (schema defaults or a preset) < the tier's row (unless ``auto_scale`` is off)
-< batch refined from free GPU memory < explicit values (top-level fields, command-line flags,
-``key=value`` Ultralytics arguments). Everything else in ``train:`` goes to Ultralytics as is.
-Light imports only: the CLI imports this module to build its options.
+Each knob is declared once, here, with its command-line spellings (the guides' ``-d/--dataset``,
+``-o/--output``, ``--batch``, ``--imgsz`` stay as aliases of ``--data-dir``, ``--output-dir``,
+``--batch-size``, ``--image-size``).
+
+Where a training run's resource knobs (model, batch size, image size, workers, cache, epochs,
+patience) come from, later wins:
+
+1. the tier's row of :data:`TIER_TABLE` (the detected GPU tier, or ``--gpu-tier``); with
+   ``--no-auto-scale`` the guide's competition values (:data:`FIXED_PLAN`) instead;
+2. on CUDA, when no batch size was set, a batch computed from free GPU memory;
+3. values that are set: top-level fields of the config (``None`` = not set), whether they come
+   from a preset (``--fast``, ``--cfg-name``, ``--config``), a flag or ``key=value``; a
+   ``key=value`` that is not a field (``lr0=0.01``) goes to Ultralytics as a training argument.
+
+``train:`` holds Ultralytics' other training settings (optimizer, augmentation); a ``key=value``
+Ultralytics argument wins over it. Light imports only: the CLI imports this module for ``--help``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from kitaeru.core.config import RecipeConfig
+from kitaeru.core.config import RecipeConfig, setting
 from kitaeru.core.device import GpuTier
-from kitaeru.data.copy_paste import CopyPasteParams
 
 RECIPE = "detect"
 
-# The knobs a resource plan decides (and the OOM ladder turns).
+# The knobs a resource plan decides (and the OOM ladder turns), by Ultralytics' names ...
 PLAN_KEYS = ("model", "batch", "imgsz", "workers", "cache", "epochs", "patience")
+# ... and the config field that sets each.
+PLAN_FIELDS = {"model": "model", "batch": "batch_size", "imgsz": "image_size", "workers": "workers",
+               "cache": "cache", "epochs": "epochs", "patience": "patience"}
 
-# Seed 002's tier table (REFERENCE.md): VRAM class -> what fits and trains well.
+# The guide's tier table: VRAM class -> what fits and trains well.
 TIER_TABLE: dict[GpuTier, dict[str, Any]] = {
     GpuTier.LOW: {"model": "yolov8s.pt", "batch": 8, "imgsz": 480, "workers": 4, "cache": False, "epochs": 40, "patience": 8},
     GpuTier.MEDIUM: {"model": "yolov8m.pt", "batch": 16, "imgsz": 640, "workers": 8, "cache": True, "epochs": 50, "patience": 10},
@@ -30,6 +43,10 @@ TIER_TABLE: dict[GpuTier, dict[str, Any]] = {
     GpuTier.WORKSTATION: {"model": "yolov8x.pt", "batch": 64, "imgsz": 800, "workers": 8, "cache": True, "epochs": 50, "patience": 10},
     GpuTier.CPU: {"model": "yolov8n.pt", "batch": 4, "imgsz": 320, "workers": 2, "cache": False, "epochs": 30, "patience": 5},
 }
+
+# ``--no-auto-scale``: the guide's COMPETITION_CONFIG values, whatever the machine.
+FIXED_PLAN: dict[str, Any] = {"model": "yolov8m.pt", "batch": 16, "imgsz": 640, "workers": 8, "cache": True,
+                              "epochs": 50, "patience": 10}
 
 # Per model size: fixed overhead (GB) and memory per sample at 640 px (MB), for the free-memory batch.
 MODEL_MEMORY: dict[str, tuple[float, float]] = {
@@ -43,22 +60,47 @@ MODEL_MEMORY: dict[str, tuple[float, float]] = {
 # The OOM ladder's "smaller model" step walks this chain (matched on the model's name).
 MODEL_CHAIN: dict[str, str] = {"yolov8x": "yolov8l", "yolov8l": "yolov8m", "yolov8m": "yolov8s", "yolov8s": "yolov8n"}
 
-# Image sizes the "smaller image" step steps down through (seed 002).
+# Image sizes the "smaller image" step steps down through.
 IMAGE_SIZES = (1280, 1024, 800, 640, 480, 320)
+
+DEFAULT_OUTPUT = "models/finetuned"
 
 TierName = Literal["low", "medium", "high", "workstation", "cpu"]
 
 
-class TrainSettings(RecipeConfig):
-    """Ultralytics training settings (seed 002's parameter tables); the resource plan overrides its knobs."""
+class CopyPasteParams(RecipeConfig):
+    """Parameters of the copy-paste synthesis (the guide's defaults)."""
 
-    model: str = Field("yolov8m.pt", description="Base model: .pt weights, a .yaml architecture (random init) or a name.")
-    epochs: int = Field(50, ge=1, description="Training epochs.")
-    batch: int = Field(16, ge=1, description="Images per batch.")
-    imgsz: int = Field(640, ge=32, description="Training/validation image size (pixels, square).")
-    patience: int = Field(10, ge=0, description="Early-stopping patience (epochs without improvement).")
-    workers: int = Field(8, ge=0, description="Data-loader worker processes.")
-    cache: bool = Field(True, description="Cache decoded images in RAM.")
+    scale_min: float = Field(0.5, gt=0, description="Smallest scale factor applied to an object's own size.")
+    scale_max: float = Field(1.5, gt=0, description="Largest scale factor applied to an object's own size.")
+    rotation_degrees: float = Field(15.0, ge=0, le=180, description="Objects are rotated uniformly within ±this angle.")
+    flip_probability: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip per object.")
+    objects_min: int = Field(1, ge=1, description="Fewest objects pasted per synthetic image.")
+    objects_max: int = Field(3, ge=1, description="Most objects pasted per synthetic image.")
+    max_overlap_iou: float = Field(0.1, ge=0, le=1, description="A new object's box may overlap an earlier one by at most this IoU.")
+    edge_blur_sigma: float = Field(2.0, ge=0, description="Gaussian blur (pixels) applied to the alpha edge so the paste blends in.")
+    color_match_strength: float = Field(
+        0.5, ge=0, le=1, description="How far each object's colour mean/contrast moves toward the background under it (0 = none, 1 = full)."
+    )
+    max_object_fraction: float = Field(
+        0.6, gt=0, le=1, description="An object is shrunk so its longer side is at most this fraction of the background's shorter side."
+    )
+    placement_attempts: int = Field(30, ge=1, description="Random positions tried per object before it is dropped for overlapping.")
+    jpeg_quality: int = Field(95, ge=50, le=100, description="JPEG quality of the synthetic images.")
+    seed: int = Field(0, description="Random seed: the same inputs, parameters and seed give the same images.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "CopyPasteParams":
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"scale_min {self.scale_min} is larger than scale_max {self.scale_max}")
+        if self.objects_min > self.objects_max:
+            raise ValueError(f"objects_min {self.objects_min} is larger than objects_max {self.objects_max}")
+        return self
+
+
+class TrainSettings(RecipeConfig):
+    """Ultralytics' training settings besides the resource knobs (the guide's optimizer and augmentation tables)."""
+
     optimizer: str = Field("AdamW", description="Optimizer (SGD, Adam, AdamW, NAdam, RAdam, RMSprop, auto).")
     lr0: float = Field(0.001, gt=0, description="Initial learning rate.")
     lrf: float = Field(0.01, gt=0, le=1, description="Final learning rate as a fraction of lr0.")
@@ -79,42 +121,135 @@ class TrainSettings(RecipeConfig):
     mixup: float = Field(0.1, ge=0, le=1, description="MixUp probability.")
 
 
-class DetectConfig(RecipeConfig):
-    """``kitaeru detect train``: YOLOv8 fine-tuning on Ultralytics (seed 002)."""
+# ---- fields shared by several modes (one declaration each) ------------------------------------
 
-    dataset: Optional[str] = Field(None, description="YOLO data.yaml of the dataset (required).")
-    model: Optional[str] = Field(
-        None, description="Base model: .pt weights, a .yaml architecture for random init, or a name such as yolov8m (default: from the GPU tier)."
-    )
-    output: str = Field("models/finetuned", description="Folder that receives the run folder <prefix>_YYYYMMDD_HHMMSS/.")
-    run_prefix: str = Field("competition", min_length=1, description="Prefix of the run folder's name (set by the preset).")
-    epochs: Optional[int] = Field(None, ge=1, description="Epochs (overrides the tier and preset).")
-    batch: Optional[int] = Field(None, ge=1, description="Batch size (overrides the tier, the free-memory estimate and the preset).")
-    imgsz: Optional[int] = Field(None, ge=32, description="Image size in pixels (overrides the tier and preset).")
-    workers: Optional[int] = Field(None, ge=0, description="Data-loader workers (overrides the tier and preset).")
-    cache: Optional[bool] = Field(None, description="Cache images in RAM (overrides the tier and preset).")
-    patience: Optional[int] = Field(None, ge=0, description="Early-stopping patience (overrides the tier and preset).")
-    auto_scale: bool = Field(True, description="Size model/batch/image/workers/cache/epochs/patience from the GPU tier.")
-    gpu_tier: Optional[TierName] = Field(None, description="GPU tier to plan for: low|medium|high|workstation|cpu (default: detected).")
-    device: str = Field("auto", description="Device: auto|cuda|cuda:N|mps|cpu.")
-    llrd: bool = Field(False, description="Layer-wise learning-rate decay: lr = base x decay^depth, head = depth 0.")
-    llrd_decay_rate: float = Field(0.9, gt=0, le=1, description="LLRD decay per layer.")
-    tensorboard: bool = Field(True, description="Write TensorBoard scalars under the run folder and serve them.")
-    tensorboard_port: int = Field(6006, ge=0, le=65535, description="Port of the TensorBoard server (0 = any free port).")
-    oom_recovery: bool = Field(True, description="Recover from out-of-memory: smaller batch, image, no cache, fewer workers, smaller model; resumes from last.pt.")
-    oom_max_steps: int = Field(5, ge=0, description="Most out-of-memory recovery steps before giving up.")
-    dynamic_synthetic: bool = Field(True, description="Add copy-paste synthetic images (needs --backgrounds-dir and --annotated-dir).")
-    backgrounds_dir: Optional[str] = Field(None, description="Folder of background images for copy-paste synthesis.")
-    annotated_dir: Optional[str] = Field(None, description="Folder of objects to paste: <class name>/ with image+mask or RGBA cut-outs.")
-    synthetic_ratio: float = Field(2.0, ge=0, description="Synthetic images per real training image.")
-    synthetic: CopyPasteParams = Field(default_factory=CopyPasteParams, description="Copy-paste synthesis parameters.")
-    synthetic_cache_dir: Optional[str] = Field(None, description="Cache of synthetic sets (default: <output>/synthetic_cache).")
-    export: Optional[Literal["onnx"]] = Field(None, description="Export best.pt after training (onnx), checked with onnxruntime.")
-    export_tolerance: float = Field(1e-2, gt=0, description="Largest acceptable onnxruntime-vs-PyTorch difference of the export.")
-    seed: int = Field(0, description="Random seed handed to Ultralytics.")
-    offline: bool = Field(True, description="Keep Ultralytics offline: no downloads (fonts, AMP-check weights, named weights).")
-    ultralytics_home_settings: bool = Field(
-        False, description="Use Ultralytics' settings file in your home instead of kitaeru's private one."
-    )
-    train: TrainSettings = Field(default_factory=TrainSettings, description="Ultralytics training settings (the preset's).")
-    ultralytics: dict[str, Any] = Field(default_factory=dict, description="Extra Ultralytics training arguments (key=value on the command line).")
+def _data_dir(required_for: str):
+    return setting(None, f"YOLO data.yaml of the dataset ({required_for}).", aliases=["dataset", "data"], short="-d",
+                   metavar="DATA_YAML")
+
+
+def _output_dir(what: str):
+    return setting(DEFAULT_OUTPUT, f"Folder that receives {what}.", aliases=["output"], short="-o")
+
+
+def _image_size(default_from: str):
+    return setting(None, f"Image size in pixels, square (default: {default_from}).", aliases=["imgsz"], ge=32)
+
+
+_DEVICE = "Device: auto|cuda|cuda:N|mps|cpu."
+_OFFLINE = "Keep Ultralytics offline: no downloads (fonts, AMP-check weights, named weights)."
+_HOME = "Use Ultralytics' settings file in your home instead of kitaeru's private one."
+
+
+class TrainConfig(RecipeConfig):
+    """``kitaeru detect train``: YOLOv8 fine-tuning on Ultralytics."""
+
+    data_dir: Optional[str] = _data_dir("required")
+    model: Optional[str] = setting(
+        None, "Base model: .pt weights, a .yaml architecture for random init, or a name such as yolov8m (default: from the GPU tier).",
+        short="-m")
+    output_dir: str = _output_dir("the run folder (train, train2, ... or the preset's name)")
+    run_prefix: Optional[str] = setting(None, "Name of the run folder (default: the preset's name, else 'train'); numbered 2, 3, ... when taken.",
+                                        min_length=1)
+    epochs: Optional[int] = setting(None, "Epochs (default: from the GPU tier).", ge=1)
+    batch_size: Optional[int] = setting(None, "Images per batch (default: from the GPU tier and free GPU memory).",
+                                        aliases=["batch"], ge=1)
+    image_size: Optional[int] = _image_size("from the GPU tier")
+    workers: Optional[int] = setting(None, "Data-loader workers (default: from the GPU tier).", ge=0)
+    cache: Optional[bool] = setting(None, "Cache decoded images in RAM (default: from the GPU tier).")
+    patience: Optional[int] = setting(None, "Early-stopping patience in epochs (default: from the GPU tier).", ge=0)
+    auto_scale: bool = setting(True, "Size model/batch/image/workers/cache/epochs/patience from the GPU tier "
+                                     "(off: the guide's competition values).")
+    gpu_tier: Optional[TierName] = setting(None, "GPU tier to plan for (default: detected).")
+    device: str = setting("auto", _DEVICE)
+    resume: Optional[str] = setting(None, "Continue an interrupted run: its folder, its weights/last.pt, or 'latest' "
+                                          "(the newest unfinished run under --output-dir); --resume alone = latest.",
+                                    flag_value="latest", metavar="[RUN|latest]")
+    exist_ok: bool = setting(False, "Write into the run folder's own name even when it holds a run (no train2, ...).")
+    validate_only: bool = setting(False, "Only validate --model on the dataset's val split (= kitaeru detect val).")
+    llrd: bool = setting(False, "Layer-wise learning-rate decay: lr = base x decay^depth, head = depth 0.")
+    llrd_decay_rate: float = setting(0.9, "LLRD decay per layer.", gt=0, le=1)
+    tensorboard: bool = setting(True, "Write TensorBoard scalars under the run folder and serve them.")
+    tensorboard_port: int = setting(6006, "Port of the TensorBoard server (0 = any free port); a TensorBoard already "
+                                          "answering there is reused.", ge=0, le=65535)
+    oom_recovery: bool = setting(True, "Recover from out-of-memory: smaller batch, image, no cache, fewer workers, "
+                                       "smaller model; resumes from last.pt.")
+    oom_max_steps: int = setting(5, "Most out-of-memory recovery steps before giving up.", ge=0)
+    dynamic_synthetic: bool = setting(True, "Add copy-paste synthetic images (needs --backgrounds-dir and --annotated-dir).")
+    backgrounds_dir: Optional[str] = setting(None, "Folder of background images for copy-paste synthesis.")
+    annotated_dir: Optional[str] = setting(None, "Folder of objects to paste: <class name>/ with image+mask or RGBA cut-outs.")
+    synthetic_ratio: float = setting(2.0, "Synthetic images per real training image.", ge=0)
+    synthetic: CopyPasteParams = setting(default_factory=CopyPasteParams, description="Copy-paste synthesis parameters.")
+    synthetic_cache_dir: Optional[str] = setting(None, "Cache of synthetic sets (default: <output-dir>/synthetic_cache).")
+    export: Optional[Literal["onnx"]] = setting(None, "Export best.pt after training, checked with onnxruntime.")
+    export_tolerance: float = setting(1e-2, "Largest acceptable onnxruntime-vs-PyTorch difference of the export.", gt=0)
+    seed: int = setting(0, "Random seed handed to Ultralytics.")
+    offline: bool = setting(True, _OFFLINE)
+    ultralytics_home_settings: bool = setting(False, _HOME)
+    train: TrainSettings = setting(default_factory=TrainSettings, description="Ultralytics' other training settings.")
+    ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics training arguments "
+                                                                            "(any key=value that is not a setting).")
+
+    def plan_value(self, key: str) -> Any:
+        """The value set for a plan knob (Ultralytics' name), or None."""
+        return getattr(self, PLAN_FIELDS[key])
+
+
+
+
+class ValConfig(RecipeConfig):
+    """``kitaeru detect val``: metrics of a model on a dataset split."""
+
+    model: Optional[str] = setting(None, "Model to validate: .pt weights (default: the GPU tier's model).", short="-m")
+    data_dir: Optional[str] = _data_dir("required")
+    output_dir: str = _output_dir("the validation folder (val, val2, ...)")
+    image_size: Optional[int] = _image_size("from the GPU tier")
+    batch_size: Optional[int] = setting(None, "Images per batch (default: from the GPU tier).", aliases=["batch"], ge=1)
+    workers: Optional[int] = setting(None, "Data-loader workers (default: from the GPU tier).", ge=0)
+    split: Literal["val", "test", "train"] = setting("val", "Split of the data.yaml to validate on.")
+    gpu_tier: Optional[TierName] = setting(None, "GPU tier to plan for (default: detected).")
+    device: str = setting("auto", _DEVICE)
+    export: Optional[Literal["onnx"]] = setting(None, "Also export the model, checked with onnxruntime.")
+    export_tolerance: float = setting(1e-2, "Largest acceptable onnxruntime-vs-PyTorch difference of the export.", gt=0)
+    offline: bool = setting(True, _OFFLINE)
+    ultralytics_home_settings: bool = setting(False, _HOME)
+    ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics validation arguments "
+                                                                            "(conf, iou, max_det, half, rect).")
+
+
+class PredictConfig(RecipeConfig):
+    """``kitaeru detect predict``: detections drawn on images and written as YOLO txt labels."""
+
+    model: Optional[str] = setting(None, "Trained model: .pt weights or an exported .onnx (required).", short="-m")
+    source: Optional[str] = setting(None, "An image, a folder of images, a glob or a video (required).", short="-s")
+    output_dir: str = _output_dir("the prediction folder (predict, predict2, ...)")
+    image_size: Optional[int] = _image_size("the size the model was trained or exported at")
+    conf: float = setting(0.25, "Smallest confidence of a kept detection.", ge=0, le=1)
+    iou: float = setting(0.7, "IoU threshold of non-maximum suppression.", ge=0, le=1)
+    max_det: int = setting(300, "Most detections per image.", ge=1)
+    save_images: bool = setting(True, "Write each image with its detections drawn.")
+    save_txt: bool = setting(True, "Write YOLO txt labels (class cx cy w h, normalised) under labels/.")
+    save_conf: bool = setting(False, "Add the confidence as a sixth column of the txt labels.")
+    device: str = setting("auto", _DEVICE)
+    offline: bool = setting(True, _OFFLINE)
+    ultralytics_home_settings: bool = setting(False, _HOME)
+    ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics prediction arguments "
+                                                                            "(classes, agnostic_nms, line_width, ...).")
+
+
+class ExportConfig(RecipeConfig):
+    """``kitaeru detect export``: ONNX export of trained weights, checked against PyTorch with onnxruntime."""
+
+    model: Optional[str] = setting(None, "Trained .pt weights to export (required).", short="-m")
+    format: Literal["onnx"] = setting("onnx", "Export format.")
+    image_size: Optional[int] = _image_size("the size the model was trained at, else 640")
+    output: Optional[str] = setting(None, "Where to write the exported file (default: beside the weights, .onnx).",
+                                    short="-o")
+    data_dir: Optional[str] = setting(None, "A YOLO data.yaml whose first val image is the parity check's input "
+                                            "(default: an image shipped with Ultralytics).", aliases=["dataset", "data"],
+                                      short="-d", metavar="DATA_YAML")
+    image: Optional[str] = setting(None, "An image for the parity check (wins over --data-dir).")
+    tolerance: float = setting(1e-2, "Largest acceptable onnxruntime-vs-PyTorch difference.",
+                               aliases=["export-tolerance"], gt=0)
+    offline: bool = setting(True, _OFFLINE)
+    ultralytics_home_settings: bool = setting(False, _HOME)

@@ -3,7 +3,8 @@
 Per epoch: one row in ``results.csv`` (epoch, seconds, box/cls/dfl loss, precision, recall,
 mAP50, mAP50-95, validation losses, lr) and the same numbers as TensorBoard scalars, through
 :class:`~kitaeru.core.run.RunFolder`. Ultralytics' own CSV is moved to ``ultralytics_results.csv``
-so the two never write the same file. Each training attempt (a fresh start, a resume after an
+so the two never write the same file; when a run resumes, that file is cut back to the epochs the
+checkpoint holds, so an epoch that was logged but not saved is never listed twice. Each training attempt (a fresh start, a resume after an
 out-of-memory step) is recorded with the epoch it started at, which is what proves a recovery
 resumed rather than restarted. Ultralytics' final validation of ``best.pt`` gives the final metrics.
 """
@@ -48,7 +49,6 @@ class TrainingState:
     trained_model: str | None = None
     final_metrics: dict[str, float] | None = None
     epoch_metrics: dict[str, float] = field(default_factory=dict)
-    optimizer_groups: list[dict[str, Any]] | None = None
     dataset_check: dict[str, Any] | None = None
     batch_reductions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -117,10 +117,7 @@ class EvidenceCallbacks:
     def on_pretrain_routine_end(self, trainer) -> None:
         trainer.csv = Path(trainer.save_dir) / ULTRALYTICS_CSV
         self.state.current.start_epoch = int(trainer.start_epoch) + 1
-        if os.environ.get("KITAERU_LLRD_DECAY"):
-            from .llrd import summarize_groups
-
-            self.state.optimizer_groups = summarize_groups(trainer.optimizer)
+        trim_epochs(trainer.csv, keep_through=int(trainer.start_epoch))
         if self.state.dataset_check is None:
             self.state.dataset_check = {
                 split: dataset_report(loader, self.expected_images.get(split, ()))
@@ -160,6 +157,35 @@ class EvidenceCallbacks:
     def on_train_end(self, trainer) -> None:
         if self.state.final_metrics is None:
             self.state.final_metrics = named_metrics(trainer.metrics)
+
+
+def trim_epochs(csv_path: Path, keep_through: int) -> None:
+    """Keep the rows of Ultralytics' CSV up to epoch ``keep_through`` (1-based), one row per epoch."""
+    import csv
+    import io
+
+    from kitaeru.core.storage import atomic_write_text
+
+    if not csv_path.is_file():
+        return
+    text = csv_path.read_text(encoding="utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return
+    header, kept = rows[0], {}
+    for row in rows[1:]:
+        try:
+            epoch = int(float(row[0]))
+        except (ValueError, IndexError):
+            continue
+        if epoch <= keep_through:
+            kept[epoch] = row  # a repeated epoch: the later row wins
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(kept[e] for e in sorted(kept))
+    if buf.getvalue() != text:
+        atomic_write_text(csv_path, buf.getvalue())
 
 
 def dataset_report(loader, expected: Sequence[Path]) -> dict[str, Any]:

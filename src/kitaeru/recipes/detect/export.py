@@ -95,3 +95,62 @@ def export_with_parity(
         "output_shape": list(reference.shape),
         "seconds": round(time.time() - started, 2),
     }
+
+
+def check_export(config) -> None:
+    """Cheap checks of ``kitaeru detect export`` before any heavy import."""
+    from kitaeru.core.errors import DataError
+
+    if not config.model:
+        raise ConfigError("--model is required (trained .pt weights)")
+    if Path(config.model).suffix.lower() != ".pt":
+        raise ConfigError(f"--model {config.model}: expected .pt weights")
+    if not Path(config.model).expanduser().is_file():
+        raise DataError(f"--model {config.model}: weights file not found")
+    if config.image and not Path(config.image).expanduser().is_file():
+        raise DataError(f"--image {config.image}: not found")
+    if config.data_dir and not config.image and not Path(config.data_dir).expanduser().is_file():
+        raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+
+
+def parity_image(config) -> Path:
+    """The parity check's input: ``--image``, else the first val image of ``--data-dir``, else Ultralytics' bus.jpg."""
+    if config.image:
+        return Path(config.image).expanduser()
+    if config.data_dir:
+        from .dataset import load_data_yaml
+
+        images = load_data_yaml(config.data_dir).images("val")
+        if images:
+            return Path(images[0])
+    from ultralytics.utils import ASSETS
+
+    return Path(ASSETS) / "bus.jpg"
+
+
+def export_model(config) -> dict[str, Any]:
+    """``kitaeru detect export``: export ``--model`` and check it against PyTorch (see module doc)."""
+    from .predict import trained_image_size
+    from .ultralytics_env import prepare_ultralytics
+
+    check_export(config)
+    prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
+    weights = Path(config.model).expanduser().resolve()
+    imgsz = config.image_size or trained_image_size(weights) or 640
+    result = export_with_parity(weights, fmt=config.format, imgsz=int(imgsz), image=parity_image(config),
+                                tolerance=config.tolerance, target=config.output, offline=config.offline)
+    result["model"] = str(weights)
+    if not result["parity_ok"]:
+        from kitaeru.core.console import warn
+
+        warn(f"the export differs from PyTorch by {result['max_abs_diff']:.3g} (> tolerance {config.tolerance:g})")
+    return result
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    from kitaeru.core.console import print_table
+
+    print_table("detect export", ["field", "value"], [
+        ("file", result["path"]), ("image size", result["imgsz"]), ("max |diff| vs PyTorch", result["max_abs_diff"]),
+        ("parity ok", result["parity_ok"]), ("seconds", result["seconds"]),
+    ])

@@ -1,8 +1,8 @@
 """The resource plan of a detect run: tier table + free GPU memory + explicit values.
 
-Order (later wins): the ``train:`` section (defaults or preset) < the tier's row of
-:data:`TIER_TABLE` (unless ``auto_scale`` is off) < a batch computed from free GPU memory (on
-CUDA, when no batch was given) < explicit values. Every value remembers where it came from.
+Order (later wins): the tier's row of :data:`TIER_TABLE` (:data:`FIXED_PLAN` when ``auto_scale``
+is off) < a batch computed from free GPU memory (on CUDA, when no batch was given) < values that
+are set (config fields, ``key=value`` Ultralytics arguments). Every value remembers where it came from.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from kitaeru.core.device import DeviceInfo, GpuTier, parse_tier
 from kitaeru.core.resources import Plan, batch_from_free_memory, plan_resources
 
-from .config import MODEL_MEMORY, PLAN_KEYS, TIER_TABLE, DetectConfig
+from .config import FIXED_PLAN, MODEL_MEMORY, PLAN_KEYS, TIER_TABLE, TrainConfig
 from .model_source import model_scale
 
 DEFAULT_SCALE = "m"  # memory figures for a model whose size cannot be told from its name
@@ -46,26 +46,26 @@ class ResourcePlan:
         return [(k, self.values[k], self.sources.get(k, "")) for k in PLAN_KEYS]
 
 
-def explicit_values(config: DetectConfig) -> dict[str, Any]:
-    """Plan knobs the user set explicitly: top-level fields, then ``key=value`` Ultralytics arguments."""
-    out = {k: getattr(config, k) for k in PLAN_KEYS if getattr(config, k) is not None}
+def explicit_values(config: TrainConfig) -> dict[str, Any]:
+    """Plan knobs that are set: config fields, then ``key=value`` Ultralytics arguments."""
+    out = {k: config.plan_value(k) for k in PLAN_KEYS if config.plan_value(k) is not None}
     out.update({k: v for k, v in config.ultralytics.items() if k in PLAN_KEYS and v is not None})
     return out
 
 
 def free_memory_batch(free_gb: float, model: str, imgsz: int) -> int:
-    """Seed 002's batch estimate: ``(free×0.85 − overhead)×1024 / (per_sample × (imgsz/640)²)``, 4–128, power of two."""
+    """The guide's batch estimate: ``(free×0.85 − overhead)×1024 / (per_sample × (imgsz/640)²)``, 4–128, power of two."""
     overhead, per_sample = MODEL_MEMORY[model_scale(model) or DEFAULT_SCALE]
     return batch_from_free_memory(free_gb, overhead, per_sample, scale=(imgsz / 640) ** 2)
 
 
-def plan_detect(config: DetectConfig, device: DeviceInfo) -> ResourcePlan:
+def plan_detect(config: TrainConfig, device: DeviceInfo) -> ResourcePlan:
     """Decide model, batch, imgsz, workers, cache, epochs and patience for this run."""
     requested_tier = parse_tier(config.gpu_tier)
     tier = requested_tier or device.tier
     tier_source = "--gpu-tier" if requested_tier else f"detected ({device.name})"
-    values: Plan = {k: getattr(config.train, k) for k in PLAN_KEYS}
-    sources = {k: "preset" for k in PLAN_KEYS}
+    values: Plan = dict(FIXED_PLAN)
+    sources = {k: "fixed (no auto-scale)" for k in PLAN_KEYS}
     explicit = explicit_values(config)
     notes: list[str] = []
     if config.auto_scale:
@@ -78,7 +78,7 @@ def plan_detect(config: DetectConfig, device: DeviceInfo) -> ResourcePlan:
             values["batch"] = free_memory_batch(device.free_gb, model, imgsz)
             sources["batch"] = f"free memory ({device.free_gb:.1f} GB)"
     else:
-        notes.append("auto-scaling off: values from the preset/defaults and flags")
+        notes.append("auto-scaling off: the guide's competition values, unless set")
     values.update(explicit)
     sources.update({k: "explicit" for k in explicit})
     if device.type == "cpu" and values.get("workers"):

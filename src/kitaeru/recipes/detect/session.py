@@ -1,12 +1,13 @@
 """One training run on Ultralytics inside the out-of-memory ladder, and its result file.
 
-:class:`TrainingSession` owns the run folder and the state of one ``detect train`` (or resume):
-it starts the TensorBoard server, walks :func:`kitaeru.core.resources.fit_with_oom_recovery`
-with the detect ladder (halve batch ≥ 4 → smaller image → no RAM cache → fewer workers → smaller
-model), resumes each retry from ``weights/last.pt`` (a fresh start only when there is no
-checkpoint yet or the model itself changed), and keeps ``training_result.json`` current: status
-``running`` with the plan as soon as the run starts (so an interrupted run can be resumed with the
-same plan), then ``completed`` / ``failed`` / ``interrupted``.
+:class:`TrainingSession` works inside the run's :meth:`~kitaeru.core.run.RunFolder.lifecycle`
+(which owns the final ``failed`` / ``interrupted`` status and the resume line): it starts the
+TensorBoard server, walks :func:`kitaeru.core.resources.fit_with_oom_recovery` with the detect
+ladder (halve batch ≥ 4 → smaller image → no RAM cache → fewer workers → smaller model), resumes
+each retry from ``weights/last.pt`` (a fresh start only when there is no checkpoint yet or the
+model itself changed), and keeps ``training_result.json`` current: ``running`` with the plan as
+soon as the run starts and after every epoch (so an interrupted run resumes with the same plan),
+then ``completed``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from kitaeru.core.resources import (
 )
 from kitaeru.core.run import RunFolder
 
-from .config import IMAGE_SIZES, MODEL_CHAIN, DetectConfig
+from .config import IMAGE_SIZES, MODEL_CHAIN, TrainConfig
 from .evidence import FINAL_METRICS, ULTRALYTICS_CSV, Attempt, EvidenceCallbacks, TrainingState
 from .model_source import resolve_model
 from .validate import ultralytics_device
@@ -81,7 +82,7 @@ class TrainingSession:
 
     def __init__(
         self,
-        config: DetectConfig,
+        config: TrainConfig,
         run: RunFolder,
         *,
         resource_plan: dict[str, Any],
@@ -109,15 +110,25 @@ class TrainingSession:
         self.started = time.time()
         self.tensorboard = None
         self.export: dict[str, Any] | None = None
+        self.llrd = None  # the LlrdCallback of the current attempt
         if self.previous:
             self.state.trained_model = self.current_plan["model"]
             self.state.last_epoch = max((int(r.get("epoch") or 0) for r in run.rows), default=0)
 
     # ---- the run ---------------------------------------------------------------------------
-    def execute(self, *, resume_first: bool = False) -> dict[str, Any]:
-        """Train (through the OOM ladder), export if asked, and write the final result."""
+    def start(self) -> dict[str, Any]:
+        """Start the TensorBoard server; returns the result fields the lifecycle starts with."""
         self._start_tensorboard()
-        self.write("running")
+        fields = self.fields_now()
+        fields.pop("epochs_completed")  # counted from results.csv by the run folder
+        return fields
+
+    def execute(self, *, resume_first: bool = False) -> dict[str, Any]:
+        """Train (through the OOM ladder), export if asked, and write the final result.
+
+        Runs inside ``run.lifecycle(..., **session.start())``: on an error the fields are
+        refreshed and the lifecycle writes ``failed`` / ``interrupted`` with them.
+        """
         first = [resume_first]
 
         def fit(plan: Plan, resume: bool) -> None:
@@ -138,20 +149,18 @@ class TrainingSession:
             self._record_ultralytics_drops()
             if self.config.export:
                 self._export()
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self.write(status, error=f"{type(exc).__name__}: {message}")
-            self._stop_tensorboard()
+        except BaseException:
+            self.write("running")  # the final status (lifecycle) carries the attempts and epochs so far
             raise
-        self._stop_tensorboard()
+        finally:
+            self.stop_tensorboard()
         return self.write("completed")
 
     def _fit_once(self, plan: Plan, resume: bool) -> None:
         from ultralytics import YOLO
 
         from .ultralytics_env import guarded
-        from .ultralytics_trainer import KitaeruDetectionTrainer, llrd_setting
+        from .ultralytics_trainer import LLRD_EVENT, KitaeruDetectionTrainer, LlrdCallback
 
         last = self.run.path / LAST
         same_model = self.state.trained_model == plan["model"]
@@ -184,9 +193,12 @@ class TrainingSession:
         started = time.time()
         out_of_memory: str | None = None
         try:
-            with guarded(self.config.offline), llrd_setting(self.config.llrd_decay_rate if self.config.llrd else None):
+            with guarded(self.config.offline):
                 yolo = YOLO(yolo_source)
                 self.evidence.register(yolo, self.extra_callbacks)
+                if self.config.llrd:
+                    self.llrd = LlrdCallback(self.config.llrd_decay_rate)
+                    yolo.add_callback(LLRD_EVENT, self.llrd)
                 yolo.train(trainer=KitaeruDetectionTrainer, **args)
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
             attempt.seconds = round(time.time() - started, 3)
@@ -313,19 +325,21 @@ class TrainingSession:
         self.tensorboard = start_tensorboard(
             self.run.tensorboard_dir, self.config.tensorboard_port, log_file=self.run.path / "tensorboard_server.log"
         )
-        if self.tensorboard.url:
+        if self.tensorboard.reused:
+            info(f"TensorBoard: {self.tensorboard.url} (already running there; serving {self.tensorboard.serving or 'its own logdir'})")
+        elif self.tensorboard.url:
             info(f"TensorBoard: {self.tensorboard.url}")
         else:
             warn(f"TensorBoard server not started: {self.tensorboard.reason}")
 
-    def _stop_tensorboard(self) -> None:
+    def stop_tensorboard(self) -> None:
+        """Stop the server this run started (idempotent)."""
         if self.tensorboard is not None:
-            self.tensorboard.wait_ready(timeout=0.1)  # records whether it answered already; never holds the run
-            self.tensorboard.stop()
+            self.tensorboard.stop(wait=False)  # never holds the run's end
 
     # ---- the result file -------------------------------------------------------------------
-    def write(self, status: str, **extra: Any) -> dict[str, Any]:
-        """Write ``training_result.json`` with everything known now; returns what was written."""
+    def fields_now(self, **extra: Any) -> dict[str, Any]:
+        """Everything known about the run now, as ``training_result.json`` fields."""
         state = self.state
         metrics = state.final_metrics or state.epoch_metrics
         attempts = self.earlier_attempts + [a.as_dict() for a in state.attempts]
@@ -346,7 +360,7 @@ class TrainingSession:
             "oom_recoveries": self.oom_recoveries,
             "attempts": attempts,
             "llrd": {"enabled": self.config.llrd, "decay_rate": self.config.llrd_decay_rate if self.config.llrd else None,
-                     "groups": state.optimizer_groups if self.config.llrd else None},
+                     "groups": self.llrd.groups if self.llrd is not None else None},
             "export": self.export,
             "run_dir": str(self.run.path),
             **self.fields,
@@ -354,5 +368,18 @@ class TrainingSession:
         }
         if state.dataset_check is not None:
             fields["dataset"] = {**self.fields.get("dataset", {}), "ultralytics_check": state.dataset_check}
-        self.run.write_result(status, **fields)
+        return fields
+
+    def write(self, status: str, **extra: Any) -> dict[str, Any]:
+        """Write ``training_result.json`` with everything known now (``running``: as the lifecycle's
+        heartbeat); returns what was written."""
+        fields = self.fields_now(**extra)
+        if status == "running":
+            # Inside the lifecycle: the fields every heartbeat (one per epoch, from results.csv's
+            # logging) and the final status carry. The epoch count is left to the run folder,
+            # which counts results.csv's rows, so it stays current between these refreshes.
+            fields.pop("epochs_completed")
+            self.run.heartbeat(**fields)
+        else:
+            self.run.write_result(status, **fields)
         return {"status": status, **fields}

@@ -8,6 +8,9 @@
 * **evaluate / save**: Ultralytics validates ``best.pt``; ``training_result.json`` holds the
   metrics, the real epoch count, the plan, every OOM step; ``--export onnx`` exports and checks.
 
+The run folder is ``<output-dir>/train`` (``train2``, ``train3`` ... when taken; the preset's
+name instead of ``train`` when a preset names it), and the whole run lives in
+:meth:`RunFolder.lifecycle`: Ctrl-C ends it ``interrupted`` with the command that resumes it.
 :func:`resume_detector` continues an interrupted run from its ``weights/last.pt`` with the plan
 recorded in its ``training_result.json``.
 """
@@ -23,11 +26,11 @@ from kitaeru.core.config import load_config
 from kitaeru.core.console import info, print_table, warn
 from kitaeru.core.device import resolve_device
 from kitaeru.core.errors import ConfigError, DataError, KitaeruError
-from kitaeru.core.run import RESULT_JSON, RunFolder, timestamped_dir
+from kitaeru.core.run import RESULT_JSON, RunFolder, next_run_dir
 from kitaeru.core.storage import ensure_writable_dir, is_remote, read_json
-from kitaeru.data.yolo_dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
+from kitaeru.recipes.detect.dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
 
-from .config import PLAN_KEYS, RECIPE, DetectConfig
+from .config import PLAN_FIELDS, PLAN_KEYS, RECIPE, TrainConfig
 from .model_source import resolve_model
 from .plan import fit_plan, plan_detect
 from .session import LAST, TrainingSession, checkpoint_is_resumable
@@ -49,10 +52,10 @@ class DetectRun:
 # ---- build data --------------------------------------------------------------------------------
 
 
-def load_dataset(config: DetectConfig) -> YoloDataset:
-    if not config.dataset:
-        raise ConfigError("--dataset is required (a YOLO data.yaml)")
-    dataset = load_data_yaml(config.dataset)
+def load_dataset(config: TrainConfig) -> YoloDataset:
+    if not config.data_dir:
+        raise ConfigError("--data-dir is required (a YOLO data.yaml)")
+    dataset = load_data_yaml(config.data_dir)
     check_labels(dataset, ("train", "val"))
     for split, summary in dataset.summaries.items():
         if summary.problems:
@@ -61,7 +64,7 @@ def load_dataset(config: DetectConfig) -> YoloDataset:
     return dataset
 
 
-def build_synthetic(config: DetectConfig, dataset: YoloDataset, output_root: Path) -> tuple[dict[str, Any], list[Path]]:
+def build_synthetic(config: TrainConfig, dataset: YoloDataset, output_root: Path) -> tuple[dict[str, Any], list[Path]]:
     """Copy-paste synthetic images for this run (or why there are none) and the folders to train on."""
     if not config.dynamic_synthetic:
         return {"enabled": False, "reason": "--no-dynamic-synthetic"}, []
@@ -70,7 +73,7 @@ def build_synthetic(config: DetectConfig, dataset: YoloDataset, output_root: Pat
         reason = f"{' and '.join(missing)} not given"
         info(f"copy-paste synthesis skipped: {reason}")
         return {"enabled": False, "reason": reason}, []
-    from kitaeru.data.copy_paste import synthesize, synthetic_count
+    from kitaeru.recipes.detect.copy_paste import synthesize, synthetic_count
 
     real = dataset.summaries["train"].usable
     count = synthetic_count(real, config.synthetic_ratio)
@@ -83,14 +86,14 @@ def build_synthetic(config: DetectConfig, dataset: YoloDataset, output_root: Pat
             "skipped": made.skipped}, [made.images_dir]
 
 
-def ultralytics_arguments(config: DetectConfig) -> dict[str, Any]:
+def ultralytics_arguments(config: TrainConfig) -> dict[str, Any]:
     """Ultralytics training arguments from ``train:`` and ``key=value`` (validated by Ultralytics' own check)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
     extra = dict(config.ultralytics)
     managed = sorted(k for k in extra if k in MANAGED_ARGS)
     if managed:
-        raise ConfigError(f"{', '.join(managed)}=...: set by kitaeru (use --dataset, --model, --output or --resume)")
+        raise ConfigError(f"{', '.join(managed)}=...: set by kitaeru (use --data-dir, --model, --output-dir or --resume)")
     unknown = sorted(k for k in extra if k not in DEFAULT_CFG_DICT)
     if unknown:
         raise ConfigError(f"unknown Ultralytics argument(s): {', '.join(unknown)} (see Ultralytics' training settings)")
@@ -111,20 +114,25 @@ def _check_local(value: str | None, option: str) -> None:
 # ---- train -------------------------------------------------------------------------------------
 
 
-def train_detector(config: DetectConfig, *, callbacks: Callbacks | None = None) -> DetectRun:
+def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -> DetectRun:
     """Run ``detect train`` end to end (see module doc); ``callbacks`` are extra Ultralytics callbacks."""
-    for value, option in ((config.dataset, "--dataset"), (config.output, "--output"),
-                          (config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
-        _check_local(value, option)
+    check_train(config)
     device = resolve_device(config.device)
     dataset = load_dataset(config)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     ul_args = ultralytics_arguments(config)
     plan = plan_detect(config, device)
     source = resolve_model(plan.values["model"], offline=config.offline)  # fail before creating anything
-    output_root = ensure_writable_dir(Path(config.output).expanduser().resolve())
+    output_root = ensure_writable_dir(Path(config.output_dir).expanduser().resolve())
     synthetic, extra_train = build_synthetic(config, dataset, output_root)
-    run = RunFolder(timestamped_dir(output_root, config.run_prefix), tensorboard=config.tensorboard)
+    name = config.run_prefix or "train"
+    if config.exist_ok:
+        run_dir = output_root / name
+        for stale in ("results.csv", RESULT_JSON, "ultralytics_results.csv"):  # overwritten, not continued
+            (run_dir / stale).unlink(missing_ok=True)
+    else:
+        run_dir = next_run_dir(output_root, name)
+    run = RunFolder(run_dir, tensorboard=config.tensorboard)
     run.save_config(config)
     run.record_skipped(p.as_skip() for p in dataset.problems)
     run.record_skipped(synthetic.get("skipped", []))
@@ -143,11 +151,36 @@ def train_detector(config: DetectConfig, *, callbacks: Callbacks | None = None) 
         callbacks=callbacks,
     )
     try:
-        result = session.execute()
+        with run.lifecycle(resume_command=resume_command(run.path), recipe=RECIPE, **session.start()):
+            result = session.execute()
     finally:
-        run.close()
-    _print_summary(run.path, result)
+        session.stop_tensorboard()  # also when the lifecycle itself could not start
     return DetectRun(run.path, result)
+
+
+def resume_command(run_dir: Path) -> str:
+    import shlex
+
+    return f"kitaeru detect train --resume {shlex.quote(str(run_dir))}"
+
+
+def check_train(config: TrainConfig) -> None:
+    """Cheap checks before any heavy import: local paths that exist, combinations that make sense."""
+    for value, option in ((config.data_dir, "--data-dir"), (config.output_dir, "--output-dir"),
+                          (config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
+        _check_local(value, option)
+    if config.resume:
+        return
+    if not config.data_dir:
+        raise ConfigError("--data-dir is required (a YOLO data.yaml)")
+    if not Path(config.data_dir).expanduser().is_file():
+        raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+    for value, option in ((config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
+        if value and config.dynamic_synthetic and not Path(value).expanduser().is_dir():
+            raise DataError(f"{option} {value}: folder not found")
+    model = config.model
+    if model and ("/" in model or "\\" in model) and not Path(model).expanduser().exists():
+        raise DataError(f"--model {model}: weights file not found")
 
 
 def _expected_images(dataset: YoloDataset, extra_train: list[Path]) -> dict[str, list[Path]]:
@@ -174,7 +207,9 @@ def _fields(dataset: YoloDataset, synthetic: dict[str, Any], source: dict[str, A
     }
 
 
-def _print_summary(run_dir: Path, result: Mapping[str, Any]) -> None:
+def print_summary(result: Mapping[str, Any]) -> None:
+    """The human summary of a finished run (stdout; ``--json`` prints the result instead)."""
+    run_dir = result.get("run_dir")
     metrics = result.get("metrics") or {}
     rows: list[tuple[str, Any]] = [
         ("run folder", str(run_dir)),
@@ -222,11 +257,12 @@ def find_run(reference: str, output: str | os.PathLike) -> Path:
 def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: Callbacks | None = None) -> DetectRun:
     """Continue an interrupted run from its ``weights/last.pt`` with its recorded plan.
 
-    ``overrides`` are the flags given with ``--resume``: the ladder's knobs (batch, imgsz,
-    workers, cache), the device, TensorBoard and export settings may change; dataset, model and
-    epochs may not (Ultralytics resumes the checkpoint's run as it was).
+    ``overrides`` are the settings given with ``--resume`` (those that differ from the defaults):
+    the ladder's knobs (batch size, image size, workers, cache), the device, TensorBoard and export
+    settings may change; data, model and epochs may not (Ultralytics resumes the checkpoint's run
+    as it was).
     """
-    run_dir = find_run(reference, overrides.get("output") or DetectConfig().output)
+    run_dir = find_run(reference, overrides.get("output_dir") or TrainConfig().output_dir)
     previous = read_json(run_dir / RESULT_JSON)
     if previous.get("status") == "completed":
         raise DataError(f"--resume {run_dir}: the run already finished ({previous.get('epochs_completed')} epochs); start a new run instead")
@@ -236,12 +272,12 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
     resumable, epoch = checkpoint_is_resumable(last)
     if not resumable:
         raise DataError(f"--resume {run_dir}: {LAST} is a finished model (no optimizer state); start a new run instead")
-    saved = load_config(DetectConfig, RECIPE, config_file=run_dir / "config.yaml")
-    for key in ("dataset", "model", "epochs"):
+    saved = load_config(TrainConfig, RECIPE, config_file=run_dir / "config.yaml")
+    for key, flag in (("data_dir", "--data-dir"), ("model", "--model"), ("epochs", "--epochs")):
         if key in overrides and overrides[key] != getattr(saved, key):
-            raise ConfigError(f"--{key} cannot change when resuming (the run used {getattr(saved, key)!r})")
-    config = load_config(DetectConfig, RECIPE, config_file=run_dir / "config.yaml",
-                         overrides={k: v for k, v in overrides.items() if k != "output"})
+            raise ConfigError(f"{flag} cannot change when resuming (the run used {getattr(saved, key)!r})")
+    kept = {k: v for k, v in overrides.items() if k not in ("output_dir", "resume", "run_prefix", "exist_ok")}
+    config = load_config(TrainConfig, RECIPE, config_file=run_dir / "config.yaml", overrides=_dotted(kept))
     data_yaml = run_dir / "data.yaml"
     if not data_yaml.is_file():
         raise DataError(f"--resume {run_dir}: data.yaml of the run is missing")
@@ -253,7 +289,8 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
         raise DataError(f"--resume {run_dir}: {RESULT_JSON} has no resource plan")
     resource_plan["device"] = device.as_dict()
     final = dict(resource_plan["final"])
-    final.update({k: overrides[k] for k in ("batch", "imgsz", "workers", "cache") if overrides.get(k) is not None})
+    final.update({k: config.plan_value(k) for k in ("batch", "imgsz", "workers", "cache")
+                  if PLAN_FIELDS[k] in overrides and config.plan_value(k) is not None})
     resource_plan["final"] = final
     info(f"resuming {run_dir} after epoch {epoch} of {resource_plan['values'].get('epochs')} with plan {final}")
     run = RunFolder(run_dir, tensorboard=config.tensorboard)
@@ -271,8 +308,19 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
     )
     session.state.dataset_check = (previous.get("dataset") or {}).get("ultralytics_check")
     try:
-        result = session.execute(resume_first=True)
+        with run.lifecycle(resume_command=resume_command(run.path), recipe=RECIPE, **session.start()):
+            result = session.execute(resume_first=True)
     finally:
-        run.close()
-    _print_summary(run.path, result)
+        session.stop_tensorboard()  # also when the lifecycle itself could not start
     return DetectRun(run.path, result)
+
+
+def _dotted(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr0": 0.01}}`` -> ``{"train.lr0": 0.01}`` (dicts of Ultralytics arguments stay whole)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and key not in ("ultralytics",) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -14,6 +14,12 @@ like ``yolov8m.pt``. Without a network some of these wait on time-outs. Here:
 * while kitaeru drives Ultralytics (:func:`guarded`), downloads fail at once instead of trying the
   network, so the AMP check is skipped offline exactly as Ultralytics does when it cannot download;
   and Ultralytics' console output goes to stderr, keeping stdout for kitaeru's summary.
+
+Everything kitaeru changes inside Ultralytics that is not its public API is listed here, in
+:data:`MONKEYPATCHES`, with why; checked on Ultralytics :data:`CHECKED_ON`. Everything else goes
+through Ultralytics' own API: training arguments, ``YOLO.add_callback`` (kitaeru's evidence, the
+LLRD setting), a ``DetectionTrainer`` subclass passed as ``trainer=`` (the LLRD optimizer groups),
+and ``trainer.csv`` (its CSV moved beside kitaeru's ``results.csv``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,33 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from kitaeru.core.errors import require
+
+CHECKED_ON = "8.4.190"
+
+# (where, what it replaces, why). The first group is swapped in only while :func:`guarded` runs and
+# restored after; the second is set once by :func:`prepare_ultralytics`; the last is a callback.
+MONKEYPATCHES: tuple[tuple[str, str, str], ...] = (
+    ("ultralytics.{data.utils,utils.plotting,utils.checks}.check_font", "a local DejaVu Sans",
+     "plots and labels would download Arial.ttf (a network wait offline)"),
+    ("ultralytics.utils.downloads.safe_download", "refuse at once (offline only)",
+     "the AMP check and named weights would wait on network time-outs; Ultralytics skips the AMP check "
+     "when the download fails, as it does offline"),
+    ("ultralytics.utils.downloads.get_github_assets", "no assets (offline only)", "it asks GitHub for release names"),
+    ("ultralytics.utils.checks.check_pip_update_available", "False (offline only)",
+     "it asks PyPI for a newer version before training"),
+    ("ultralytics.utils.{WEIGHTS_DIR,RUNS_DIR,DATASETS_DIR}", "folders inside kitaeru's private settings folder",
+     "the module constants are read at import, before the private settings file is in force"),
+    ("ultralytics.utils.events.events.enabled", "False", "no usage analytics, whatever the settings file says"),
+    ("ultralytics.utils.SETTINGS['sync'] (user's own settings file)", "False in memory only",
+     "no analytics, without writing to the user's file"),
+    ("ultralytics.utils.LOGGER's own StreamHandler", "a stream that is always the current sys.stderr",
+     "stdout carries kitaeru's results (--json); foreign handlers on that logger are left alone"),
+    ("trainer.callbacks (analytics callbacks)", "removed in on_pretrain_routine_start (offline only)",
+     "the platform/events callbacks would send training events"),
+)
 
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
@@ -130,11 +160,22 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+# The console handlers Ultralytics itself attached, remembered the first time we see its logger.
+# Only these are redirected: a handler someone else attached later (pytest's log capture, an
+# application's own subclass of StreamHandler) is not ours to touch.
+_OWN_HANDLERS: dict[int, "object"] = {}
+
+
 def _log_to_stderr(logger) -> None:
     import logging
 
+    if not _OWN_HANDLERS:
+        for handler in logger.handlers:
+            # Exact type: Ultralytics makes a plain StreamHandler; subclasses belong to others.
+            if type(handler) is logging.StreamHandler:
+                _OWN_HANDLERS[id(handler)] = handler
     for handler in logger.handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler.stream, _CurrentStderr):
+        if _OWN_HANDLERS.get(id(handler)) is handler and not isinstance(handler.stream, _CurrentStderr):
             handler.setStream(_CurrentStderr())
 
 
@@ -160,9 +201,8 @@ def _local_font_for(font: str = "Arial.ttf"):
     return _local_font()
 
 
-@contextlib.contextmanager
-def guarded(offline: bool = True) -> Iterator[None]:
-    """While Ultralytics runs: no downloads when offline, local fonts, its console output on stderr."""
+def guarded_patches(offline: bool = True) -> list[tuple[Any, str, Any]]:
+    """(module, attribute, replacement) that :func:`guarded` swaps in; each is in :data:`MONKEYPATCHES`."""
     import ultralytics.data.utils as data_utils
     import ultralytics.utils.checks as checks
     import ultralytics.utils.downloads as downloads
@@ -173,6 +213,13 @@ def guarded(offline: bool = True) -> Iterator[None]:
     if offline:
         patches += [(downloads, "safe_download", _refuse_download), (downloads, "get_github_assets", _no_github_assets),
                     (checks, "check_pip_update_available", _no_update_check)]
+    return patches
+
+
+@contextlib.contextmanager
+def guarded(offline: bool = True) -> Iterator[None]:
+    """While Ultralytics runs: no downloads when offline, local fonts, its console output on stderr."""
+    patches = guarded_patches(offline)
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     try:
         for module, name, replacement in patches:

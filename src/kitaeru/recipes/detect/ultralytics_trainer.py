@@ -1,47 +1,45 @@
 """Ultralytics' detection trainer with kitaeru's optimizer groups (layer-wise LR decay).
 
-The class lives at module level (not inside a function) so Ultralytics' multi-GPU launcher can
-import it by name in its worker processes; the decay rate travels in an environment variable for
-the same reason (a custom training argument would be rejected by Ultralytics' config check).
+The decay reaches the trainer through Ultralytics' own callback API, not a side channel: the
+:class:`LlrdCallback` registered with ``YOLO.add_callback`` carries the rate, the trainer finds it
+among its callbacks when it builds its optimizer (callbacks are handed to every trainer Ultralytics
+creates, and pickled into its multi-GPU workers), and the same callback records the resulting
+groups once training is set up. The class lives at module level so those workers can import it.
 Importing this module imports Ultralytics: only the training path does.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from typing import Iterator
+from typing import Any
 
 from ultralytics.models.yolo.detect import DetectionTrainer
 
-from .llrd import apply_llrd
+from .llrd import apply_llrd, summarize_groups
 
-LLRD_ENV = "KITAERU_LLRD_DECAY"
+LLRD_EVENT = "on_pretrain_routine_end"
+
+
+class LlrdCallback:
+    """Carries the LLRD rate to :class:`KitaeruDetectionTrainer`; records the groups it built."""
+
+    def __init__(self, decay: float):
+        self.decay = float(decay)
+        self.groups: list[dict[str, Any]] | None = None
+
+    def __call__(self, trainer) -> None:
+        self.groups = summarize_groups(trainer.optimizer)
+
+
+def llrd_callback_of(trainer) -> LlrdCallback | None:
+    return next((c for c in trainer.callbacks.get(LLRD_EVENT, []) if isinstance(c, LlrdCallback)), None)
 
 
 class KitaeruDetectionTrainer(DetectionTrainer):
-    """A ``DetectionTrainer`` whose optimizer groups are split by depth when LLRD is on."""
+    """A ``DetectionTrainer`` whose optimizer groups are split by depth when an :class:`LlrdCallback` is registered."""
 
     def build_optimizer(self, model, *args, **kwargs):
         optimizer = super().build_optimizer(model, *args, **kwargs)
-        decay = os.environ.get(LLRD_ENV)
-        if decay:
-            apply_llrd(optimizer, model, float(decay))
+        llrd = llrd_callback_of(self)
+        if llrd is not None:
+            apply_llrd(optimizer, model, llrd.decay)
         return optimizer
-
-
-@contextlib.contextmanager
-def llrd_setting(decay: float | None) -> Iterator[None]:
-    """Set (or clear) the LLRD decay for trainers built inside the block, restoring it afterwards."""
-    previous = os.environ.get(LLRD_ENV)
-    if decay is None:
-        os.environ.pop(LLRD_ENV, None)
-    else:
-        os.environ[LLRD_ENV] = repr(float(decay))
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(LLRD_ENV, None)
-        else:
-            os.environ[LLRD_ENV] = previous

@@ -1,9 +1,10 @@
-"""``--validate-only``: validate a model on the dataset's val split and write the metrics JSON.
+"""``kitaeru detect val`` (and ``train --validate-only``): a model's metrics on a dataset split.
 
-Writes ``<output>/validate_YYYYMMDD_HHMMSS/`` with ``data.yaml`` (the resolved copy Ultralytics
-read) and ``validation_result.json`` = ``{model, dataset, split, metrics: {mAP50, mAP50-95,
-precision, recall}, per_class_mAP50-95, images, instances, speed_ms_per_image, ...}``; with
-``--export onnx`` the validated model is exported and checked as well.
+Writes ``<output-dir>/val/`` (``val2``, ... when taken) with ``data.yaml`` (the resolved copy
+Ultralytics read) and ``validation_result.json`` = ``{model, dataset, split, metrics: {mAP50,
+mAP50-95, precision, recall}, per_class_mAP50-95, images, instances, speed_ms_per_image, ...}``;
+with ``--export onnx`` the validated model is exported and checked as well. Values not given
+(model, image size, batch size, workers) come from the GPU tier's row, as for training.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from typing import Any
 
 from kitaeru.core.console import info, print_table, warn
 from kitaeru.core.device import resolve_device
-from kitaeru.core.run import timestamped_dir
+from kitaeru.core.device import parse_tier
+from kitaeru.core.run import next_run_dir
 from kitaeru.core.storage import atomic_write_json, ensure_writable_dir
 from kitaeru.core.versions import library_versions
-from kitaeru.data.yolo_dataset import check_labels, load_data_yaml, write_resolved_yaml
+from kitaeru.recipes.detect.dataset import check_labels, load_data_yaml, write_resolved_yaml
 
-from .config import DetectConfig
+from .config import TIER_TABLE, TrainConfig, ValConfig
 from .evidence import named_metrics
 from .model_source import resolve_model
-from .plan import plan_detect
 from .ultralytics_env import guarded, prepare_ultralytics, settings_file
 
 VALIDATION_JSON = "validation_result.json"
@@ -42,36 +43,63 @@ def ultralytics_device(device: str) -> str:
     return device
 
 
-def validate_model(config: DetectConfig) -> ValidationRun:
-    """Validate ``config.model`` (or the tier's model) on the val split; write and return the result."""
+VAL_ARGS = ("conf", "iou", "max_det", "half", "rect")
+
+
+def val_config_from_train(config: TrainConfig) -> ValConfig:
+    """``train --validate-only``: the same settings, as ``detect val`` takes them."""
+    shared = {k: getattr(config, k) for k in ValConfig.model_fields if k in TrainConfig.model_fields and k != "ultralytics"}
+    extra = {k: v for k, v in config.ultralytics.items() if k in VAL_ARGS}
+    if "split" in config.ultralytics:
+        shared["split"] = config.ultralytics["split"]
+    return ValConfig.model_validate({**shared, "ultralytics": extra})
+
+
+def check_val(config: ValConfig) -> None:
+    """Cheap checks before any heavy import."""
+    from kitaeru.core.errors import ConfigError, DataError
+
+    if not config.data_dir:
+        raise ConfigError("--data-dir is required (a YOLO data.yaml)")
+    if not Path(config.data_dir).expanduser().is_file():
+        raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+    if config.model and ("/" in config.model or "\\" in config.model) and not Path(config.model).expanduser().exists():
+        raise DataError(f"--model {config.model}: weights file not found")
+    unknown = sorted(set(config.ultralytics) - set(VAL_ARGS))
+    if unknown:
+        raise ConfigError(f"unknown validation argument(s): {', '.join(unknown)} (accepted: {', '.join(VAL_ARGS)})")
+
+
+def validate_model(config: ValConfig) -> ValidationRun:
+    """Validate ``config.model`` (or the tier's model) on the split; write and return the result."""
     from kitaeru.core.errors import ConfigError
 
-    if not config.dataset:
-        raise ConfigError("--dataset is required (a YOLO data.yaml)")
+    check_val(config)
     started = time.time()
     device = resolve_device(config.device)
-    dataset = load_data_yaml(config.dataset)
-    summaries = check_labels(dataset, ("val",))
+    dataset = load_data_yaml(config.data_dir)
+    summaries = check_labels(dataset, (config.split,))
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
-    plan = plan_detect(config, device)
-    source = resolve_model(plan.values["model"], offline=config.offline)
+    row = TIER_TABLE[parse_tier(config.gpu_tier) or device.tier]
+    values = {"model": config.model or row["model"], "imgsz": config.image_size or row["imgsz"],
+              "batch": config.batch_size or row["batch"], "workers": row["workers"] if config.workers is None else config.workers}
+    source = resolve_model(values["model"], offline=config.offline)
     if source.note:
         warn(source.note)
-    folder = timestamped_dir(ensure_writable_dir(config.output), "validate")
-    folder.mkdir(parents=True)
+    folder = next_run_dir(ensure_writable_dir(config.output_dir), "val")
+    folder.mkdir(parents=True, exist_ok=True)
     data_yaml = write_resolved_yaml(dataset, folder / "data.yaml")
     from ultralytics import YOLO
 
-    info(f"validating {source.load} on {dataset.yaml_path} (val, imgsz {plan.values['imgsz']}, device {device.device})")
-    extra = {k: v for k, v in config.ultralytics.items() if k in ("conf", "iou", "max_det", "half", "rect", "split")}
+    info(f"validating {source.load} on {dataset.yaml_path} ({config.split}, imgsz {values['imgsz']}, device {device.device})")
     with guarded(config.offline):
         yolo = YOLO(source.load)
         metrics = yolo.val(
-            data=str(data_yaml), imgsz=int(plan.values["imgsz"]), batch=int(plan.values["batch"]),
-            workers=int(plan.values["workers"]), device=config.ultralytics.get("device", ultralytics_device(device.device)),
-            plots=False, save_dir=str(folder / "ultralytics"), exist_ok=True, verbose=False, **extra,
+            data=str(data_yaml), imgsz=int(values["imgsz"]), batch=int(values["batch"]), split=config.split,
+            workers=int(values["workers"]), device=ultralytics_device(device.device),
+            plots=False, save_dir=str(folder / "ultralytics"), exist_ok=True, verbose=False, **config.ultralytics,
         )
-    values = named_metrics(metrics.results_dict)
+    scores = named_metrics(metrics.results_dict)
     model_classes = len(getattr(yolo, "names", {}) or {})
     if model_classes and model_classes != dataset.nc:
         warn(f"the model knows {model_classes} classes, the dataset {dataset.nc}: metrics compare class ids as they are")
@@ -79,15 +107,16 @@ def validate_model(config: DetectConfig) -> ValidationRun:
     per_class = {}
     for class_id in list(getattr(metrics.box, "ap_class_index", [])):
         per_class[str(names.get(int(class_id), class_id))] = float(metrics.box.maps[int(class_id)])
-    summary = summaries["val"]
+    summary = summaries[config.split]
     result: dict[str, Any] = {
         "status": "completed",
         "model": source.as_dict(),
+        "folder": str(folder),
         "dataset": str(dataset.yaml_path),
         "resolved_dataset": "data.yaml",
-        "split": extra.get("split", "val"),
-        "metrics": {k: values.get(k) for k in ("mAP50", "mAP50-95", "precision", "recall")},
-        "fitness": values.get("fitness"),
+        "split": config.split,
+        "metrics": {k: scores.get(k) for k in ("mAP50", "mAP50-95", "precision", "recall")},
+        "fitness": scores.get("fitness"),
         "model_classes": model_classes,
         "dataset_classes": dataset.nc,
         "per_class_mAP50-95": per_class,
@@ -95,7 +124,7 @@ def validate_model(config: DetectConfig) -> ValidationRun:
         "instances": summary.instances,
         "bad_labels": [p.as_skip() for p in summary.problems],
         "speed_ms_per_image": {k: round(float(v), 3) for k, v in (getattr(metrics, "speed", {}) or {}).items()},
-        "imgsz": int(plan.values["imgsz"]),
+        "imgsz": int(values["imgsz"]),
         "device": device.as_dict(),
         "ultralytics_settings_file": str(settings_file()),
         "wall_time_seconds": round(time.time() - started, 3),
@@ -105,17 +134,20 @@ def validate_model(config: DetectConfig) -> ValidationRun:
         from .export import export_with_parity
 
         if source.kind != "weights":
-            raise ConfigError(f"--export with --validate-only needs .pt weights as --model (got {source.requested})")
-        images = dataset.images("val")
+            raise ConfigError(f"--export with validation needs .pt weights as --model (got {source.requested})")
+        images = dataset.images(config.split)
         result["export"] = export_with_parity(
-            source.load, fmt=config.export, imgsz=int(plan.values["imgsz"]), image=images[0],
+            source.load, fmt=config.export, imgsz=int(values["imgsz"]), image=images[0],
             tolerance=config.export_tolerance, target=folder / (Path(source.load).stem + ".onnx"), offline=config.offline,
         )
     atomic_write_json(folder / VALIDATION_JSON, result)
+    return ValidationRun(folder, result)
+
+
+def print_summary(result: dict[str, Any]) -> None:
     print_table(
-        "detect validate",
+        "detect val",
         ["field", "value"],
-        [("folder", str(folder)), ("model", source.load), *[(k, v) for k, v in result["metrics"].items()],
+        [("folder", result["folder"]), ("model", result["model"]["load"]), *[(k, v) for k, v in result["metrics"].items()],
          ("images", result["images"]), ("instances", result["instances"])],
     )
-    return ValidationRun(folder, result)

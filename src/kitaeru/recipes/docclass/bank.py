@@ -38,7 +38,7 @@ class Bank:
 
 def register_templates(model: FeatureModel, templates_dir: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Embed every template image under ``templates_dir`` and write the bank to ``out``."""
-    from kitaeru.data.documents import read_template_pool
+    from kitaeru.recipes.docclass.documents import read_template_pool
 
     pool = read_template_pool(templates_dir, max_side=max(256, 2 * model.image_size), label_by="folder")
     features = model.embed(pool.images)

@@ -29,18 +29,13 @@ class DocclassCheckpoint:
         return None if value is None else float(value)
 
 
-def read_checkpoint(path: str | os.PathLike) -> DocclassCheckpoint:
-    """Load ``path`` (CPU) and check that it is a docclass checkpoint."""
-    import torch
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False, trust_flag: str | None = None) -> DocclassCheckpoint:
+    """Load ``path`` (CPU) as data (``weights_only`` unless ``trust``) and check that it is a docclass
+    checkpoint; ``trust_flag`` is the option the refusal names (None: the command has none)."""
+    from kitaeru.core.checkpoints import load_checkpoint
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of many kinds
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: cannot read checkpoint ({first[:200]})") from exc
+    raw = load_checkpoint(path, trust=trust, trust_flag=trust_flag)
     if not isinstance(raw, dict) or CHECKPOINT_KEY not in raw or "state_dict" not in raw:
         raise DataError(f"{path}: not a docclass checkpoint (no '{CHECKPOINT_KEY}' section)")
     stored = dict(raw[CHECKPOINT_KEY])
@@ -60,14 +55,15 @@ def _field(config: DocclassConfig, dotted: str) -> Any:
     return value
 
 
+def config_differences(old: DocclassConfig, new: DocclassConfig) -> list[str]:
+    """``"model.backbone 'a' vs 'b'"`` for each field that makes ``new``'s network differ from ``old``'s."""
+    fields = (*ARCHITECTURE_FIELDS, "data.image_size")
+    return [f"{name} {_field(old, name)!r} vs {_field(new, name)!r}" for name in fields if _field(old, name) != _field(new, name)]
+
+
 def check_compatible(checkpoint: DocclassCheckpoint, config: DocclassConfig) -> None:
     """Refuse ``config`` when the checkpoint's network was built or trained differently."""
-    fields = (*ARCHITECTURE_FIELDS, "data.image_size")
-    differences = [
-        f"{name} {_field(checkpoint.config, name)!r} vs {_field(config, name)!r}"
-        for name in fields
-        if _field(checkpoint.config, name) != _field(config, name)
-    ]
+    differences = config_differences(checkpoint.config, config)
     if differences:
         raise ConfigError(
             f"{checkpoint.path}: checkpoint of another config ('{checkpoint.config.name}', not '{config.name}'): "
@@ -76,7 +72,7 @@ def check_compatible(checkpoint: DocclassCheckpoint, config: DocclassConfig) -> 
 
 
 def load_network(checkpoint: DocclassCheckpoint):
-    """The trained :class:`~kitaeru.models.docclass_net.DocClassNet` (eval mode, CPU)."""
+    """The trained :class:`~kitaeru.recipes.docclass.net.DocClassNet` (eval mode, CPU)."""
     from .module import create_network
 
     # The weights come from the checkpoint: never fetch pretrained ones for this.

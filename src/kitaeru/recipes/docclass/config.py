@@ -1,32 +1,42 @@
-"""Config schema of the document classifier (seed 003): data, augmentation, model, loss, optimiser,
-training and the ``onnx:`` export section.
+"""Config schemas of the document classifier, one per mode; each field is declared once, here.
 
-Shipped presets live in ``kitaeru/configs/docclass/`` (``lcnet050_cosface_96`` reproduces the
-seed's config). Light imports only: this module is read by the CLI before anything heavy loads.
+``DocclassConfig`` mirrors the guide's config (sections ``data``, ``augment``, ``model``, ``loss``,
+``optim``, ``train`` and the ``onnx:`` export section); ``--cfg-name`` picks a shipped preset from
+``kitaeru/configs/docclass/`` (``lcnet050_cosface_96`` reproduces the original DocClassifier's
+config). The fields every job shares are promoted to flags of their own (``--data-dir``,
+``--epochs``, ``--lr`` ...); every other one is a dotted ``key=value`` (``augment.perspective=0.2``).
+``TrainConfig`` adds the run's own switches (``--resume``, ``--exist-ok``, ``--run-name``), which are
+never saved with the config. ``ExportConfig``, ``EvaluateConfig``, ``RegisterConfig`` and
+``ClassifyConfig`` are the other modes'. Light imports only: the CLI reads this module to build
+``--help`` before anything heavy loads.
 """
 
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+import copy
+from typing import Any
 
-from kitaeru.core.config import RecipeConfig
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from kitaeru.core.config import RecipeConfig, setting
 from kitaeru.export.onnx import OnnxSpec
 
-RECIPE = "docclass"
+RECIPE_NAME = "docclass"
 ROTATIONS = (0, 90, 180, 270)
 FLIP_STATES = ("none", "horizontal", "vertical")
 
 
 class DataSection(RecipeConfig):
-    data_dir: Optional[str] = Field(
+    data_dir: Optional[str] = setting(
         None,
-        description="Template pool: a folder (searched recursively, local or fsspec URL) of document images, "
-        "each one a template. Not given: generated sample templates (see sample_templates).",
+        "Template pool: a folder (searched recursively, local or fsspec URL) of document images, "
+        "each one a template. Not given: generated sample templates (see data.sample_templates).",
+        aliases=["dataset"], short="-d", promote=True, metavar="DIR",
     )
     sample_templates: int = Field(20, ge=1, description="How many synthetic templates to generate when data_dir is not given.")
-    image_size: int = Field(96, ge=16, le=1024, description="Side of the square network input in pixels.")
+    image_size: int = Field(96, ge=16, le=1024, description="Side of the square network input in pixels (--image-size also sets the ONNX input).")
     template_side: int = Field(
         256, ge=32, description="Longest side the templates are kept at in memory; augmentations start from this size."
     )
@@ -37,7 +47,7 @@ class DataSection(RecipeConfig):
     )
     train_samples_per_class: int = Field(16, ge=1, description="Augmented training images drawn per class and epoch.")
     val_samples_per_class: int = Field(2, ge=2, description="Held-out augmented validation images per class (fixed draws).")
-    workers: Optional[int] = Field(None, ge=0, description="Data-loader worker processes (not given: from the resource plan).")
+    workers: Optional[int] = setting(None, "Data-loader worker processes (not given: from the resource plan).", ge=0, promote=True)
 
     @field_validator("rotations")
     @classmethod
@@ -89,16 +99,15 @@ class AugmentSection(RecipeConfig):
 
 class ModelSection(RecipeConfig):
     backbone: str = Field("lcnet_050", description="timm backbone name, used as a feature extractor (its last stage).")
-    pretrained: str = Field(
-        "default",
-        description="Backbone weights: 'default' (timm's hub weights), 'none' (random init) or a local weights file.",
+    pretrained: str = setting(
+        "default", "Backbone weights: 'default' (timm's hub weights), 'none' (random init) or a local weights file.", promote=True,
     )
-    relu: bool = Field(True, description="Replace the backbone's Hardswish by ReLU (quantisation friendly, as in the seed).")
+    relu: bool = Field(True, description="Replace the backbone's Hardswish by ReLU (quantisation friendly, as in the original DocClassifier).")
     embedding_dim: int = Field(128, ge=8, description="Size of the L2-normalised feature.")
 
 
 class LossSection(RecipeConfig):
-    name: Literal["cosface", "arcface"] = Field("cosface", description="Margin loss from pytorch-metric-learning.")
+    name: Literal["cosface", "arcface"] = setting("cosface", "Margin loss from pytorch-metric-learning.", aliases=["loss"], promote=True)
     scale: float = Field(64.0, gt=0, description="Logit scale s.")
     margin: float = Field(
         0.4, ge=0, description="Margin m: cosine margin for CosFace (0.4); angular margin in degrees for ArcFace (28.6 = 0.5 rad)."
@@ -106,7 +115,7 @@ class LossSection(RecipeConfig):
 
 
 class OptimSection(RecipeConfig):
-    lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate.")
+    lr: float = setting(1e-3, "AdamW peak learning rate.", aliases=["learning-rate"], promote=True, gt=0)
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length in epochs (fractions allowed).")
     power: float = Field(1.0, gt=0, description="Exponent of the polynomial decay after warm-up.")
@@ -114,40 +123,79 @@ class OptimSection(RecipeConfig):
 
 
 class TrainSection(RecipeConfig):
-    epochs: int = Field(20, ge=1, description="Training epochs.")
-    batch_size: Optional[int] = Field(None, ge=2, description="Batch size (not given: from the GPU-tier table; the seed used 256).")
+    epochs: int = setting(20, "Training epochs.", promote=True, ge=1)
+    batch_size: Optional[int] = setting(
+        None, "Batch size (not given: from the GPU-tier table; the original used 256).", aliases=["batch"], promote=True, ge=2
+    )
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision.")
     gradient_clip: float = Field(5.0, ge=0, description="Gradient-norm clipping value (0 = off).")
-    device: str = Field("auto", description="Device: auto|cuda|cuda:N|mps|cpu.")
-    output_dir: str = Field("runs/docclass", description="Local folder that receives one run folder per training run.")
+    device: str = setting("auto", "Device: auto|cuda|cuda:N|mps|cpu (auto = cuda, then mps, then cpu).", promote=True)
+    output_dir: str = setting(
+        "runs/docclass", "Local folder that receives one run folder per training run.", aliases=["output"], short="-o",
+        promote=True, metavar="DIR",
+    )
     monitor: Literal["val_auroc", "val_tpr_fpr1e-4", "val_tpr_fpr1e-3", "val_tpr_fpr1e-2", "val_tpr_fpr1e-1"] = Field(
         "val_auroc", description="Validation metric that picks the best checkpoint."
     )
     threshold_fpr: float = Field(1e-3, gt=0, lt=1, description="False-positive rate whose ROC threshold becomes the 'unknown' threshold.")
-    oom_recovery: bool = Field(True, description="On out-of-memory, halve the batch / workers and resume from the last checkpoint.")
-    seed: int = Field(42, description="Random seed (weights, sample templates, validation draws).")
+    oom_recovery: bool = setting(
+        True, "On out-of-memory, halve the batch / workers and resume from the last checkpoint (--no-oom-recovery: stop).",
+        promote=True,
+    )
+    seed: int = setting(42, "Random seed (weights, sample templates, validation draws).", promote=True)
+
+
+def default_onnx_spec() -> OnnxSpec:
+    """The guide's ``onnx:`` section: the inference branch as ``WarpFeatureLearning``, img -> feats."""
+    return OnnxSpec(
+        name="WarpFeatureLearning",
+        input_shape={"img": {"shape": [1, 3, 96, 96], "dtype": "float32"}},
+        input_names=["img"],
+        output_names=["feats"],
+        dynamic_axes={"img": {0: "batch_size"}, "feats": {0: "batch_size"}},
+    )
 
 
 class DocclassConfig(RecipeConfig):
     """Everything a docclass run needs; ``--cfg-name`` picks a shipped preset."""
 
-    name: str = Field("docclass", description="Name of this config; prefixes run folders.")
+    name: str = setting("docclass", "Name of this config; the run folder is named after it (name, name2, ...).")
+    image_size: Optional[int] = setting(
+        None, "Side of the square network input: sets data.image_size and the ONNX input's spatial size together.",
+        aliases=["imgsz"], exclude=True,
+    )
     data: DataSection = Field(default_factory=DataSection, description="Template pool and class scheme.")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Synthetic photo augmentations.")
     model: ModelSection = Field(default_factory=ModelSection, description="Backbone and head.")
     loss: LossSection = Field(default_factory=LossSection, description="Margin loss.")
     optim: OptimSection = Field(default_factory=OptimSection, description="Optimiser and LR schedule.")
     train: TrainSection = Field(default_factory=TrainSection, description="Training loop.")
-    onnx: OnnxSpec = Field(
-        default_factory=lambda: OnnxSpec(
-            name="WarpFeatureLearning",
-            input_shape={"img": {"shape": [1, 3, 96, 96], "dtype": "float32"}},
-            input_names=["img"],
-            output_names=["feats"],
-            dynamic_axes={"img": {0: "batch_size"}, "feats": {0: "batch_size"}},
-        ),
-        description="ONNX export of the inference branch (backbone + head).",
-    )
+    onnx: OnnxSpec = Field(default_factory=lambda: default_onnx_spec(), description="ONNX export of the inference branch (backbone + head).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_size_everywhere(cls, data: Any) -> Any:
+        """``image_size`` (the --image-size shortcut) moves data.image_size and the ONNX input together."""
+        if not isinstance(data, dict) or data.get("image_size") is None:
+            return data
+        data = dict(data)
+        size = data.pop("image_size")
+        section = data.get("data")
+        section = section.model_dump() if isinstance(section, BaseModel) else dict(section or {})
+        section["image_size"] = size
+        data["data"] = section
+        onnx = data.get("onnx")
+        onnx = (onnx if isinstance(onnx, BaseModel) else default_onnx_spec() if onnx is None else None)
+        onnx = onnx.model_dump(mode="json") if onnx is not None else copy.deepcopy(dict(data["onnx"]))
+        try:
+            entry = onnx["input_shape"][(onnx.get("input_names") or ["img"])[0]]
+            shape = list(entry["shape"])
+            if len(shape) >= 2:
+                entry["shape"] = shape[:-2] + [size, size]
+        except (KeyError, TypeError, IndexError, AttributeError):
+            pass  # a malformed onnx section: validation reports it
+        data["onnx"] = onnx
+        return data
 
     @model_validator(mode="after")
     def _onnx_matches_image_size(self) -> "DocclassConfig":
@@ -165,13 +213,126 @@ class DocclassConfig(RecipeConfig):
 
     def with_image_size(self, size: int) -> "DocclassConfig":
         """This config trained/exported at ``size``: ``data.image_size`` and the ONNX input's spatial dims."""
-        data = self.model_dump()
-        data["data"]["image_size"] = size
-        name = self.onnx.input_names[0]
-        shape = list(data["onnx"]["input_shape"][name]["shape"])
-        data["onnx"]["input_shape"][name]["shape"] = shape[:-2] + [size, size] if len(shape) >= 2 else shape
-        return DocclassConfig.model_validate(data)
+        return DocclassConfig.model_validate({**self.model_dump(), "image_size": size})
 
 
 # The fields that define the network's weights: a checkpoint only fits a config that agrees on them.
 ARCHITECTURE_FIELDS = ("model.backbone", "model.relu", "model.embedding_dim")
+
+
+class TrainConfig(DocclassConfig):
+    """``docclass train``: the config above plus this run's own switches (not saved with the config)."""
+
+    resume: Optional[str] = setting(
+        None, "Continue a run from its weights/last.ckpt: 'latest' (the newest run under --output-dir; "
+        "the default of a bare --resume) or a run folder. Its config.yaml is the base; settings given now win.",
+        flag_value="latest", metavar="latest|RUN", exclude=True,
+    )
+    exist_ok: bool = setting(False, "Allow writing into a --run-name folder that already holds a run (its evidence is replaced).",
+                             exclude=True)
+    run_name: Optional[str] = setting(
+        None, "Run folder name under --output-dir (default: the config's name, auto-incremented: name, name2, ...). "
+        "A folder that holds a run is refused unless --exist-ok.", exclude=True,
+    )
+    trust_checkpoint: bool = setting(
+        False, "--resume: load weights/last.ckpt even if it holds pickled objects (they can run code; only for files you trust).",
+        exclude=True)
+    # ---- scaling out (this run's own, like the switches above) ----
+    devices: str = setting("1", "Devices of --device's kind to train on: N or auto (all). N > 1 starts N processes (ddp).",
+                           metavar="N|auto", exclude=True)
+    num_nodes: int = setting(1, "Machines in a multi-node run (started by torchrun, SLURM or SageMaker on each node).",
+                             ge=1, exclude=True)
+    strategy: Literal["auto", "ddp", "fsdp"] = setting(
+        "auto", "How several devices share the work: auto (ddp when > 1 device), ddp, or fsdp (GPUs only).", exclude=True)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices_count(cls, value):
+        text = str(value).strip().lower()
+        if text != "auto" and not (text.isdigit() and int(text) >= 1):
+            raise ValueError("give a number of devices (1, 2, ...) or auto")
+        return text
+
+
+class ExportConfig(RecipeConfig):
+    """``docclass export``: a checkpoint's inference branch to ONNX, as the checkpoint's own config says.
+
+    A preset, a ``--config`` file or ``key=value`` settings (``onnx.options.opset_version=17``)
+    go into ``settings`` and are laid over the checkpoint's config; one that changes the network
+    or its input size is refused.
+    """
+
+    checkpoint: str = setting(..., "A docclass checkpoint (weights/best.ckpt of a run).", metavar="CKPT")
+    out: Optional[str] = setting(None, "ONNX file to write (default: beside the checkpoint, .onnx).", metavar="FILE")
+    trust_checkpoint: bool = setting(
+        False, "Load the checkpoint even if it holds pickled objects (they can run code; only for files you trust).")
+    image_size: Optional[int] = setting(None, "Input size of the config given (must match the checkpoint).",
+                                        aliases=["imgsz"], ge=16, le=1024)
+    images: list[str] = setting(default_factory=list, description="Real images for the parity check (repeatable; "
+                                "default: generated documents).", aliases=["image"], metavar="IMAGE")
+    tolerance: float = setting(1e-4, "Largest allowed |onnxruntime - PyTorch| difference.", gt=0)
+    settings: dict[str, Any] = setting(default_factory=dict, description="Config settings laid over the checkpoint's "
+                                       "config (a preset, --config, key=value).", flag=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_keys_into_settings(cls, data: Any) -> Any:
+        """A preset or --config file holds a DocclassConfig: its keys are settings, not export options."""
+        if not isinstance(data, dict):
+            return data
+        own = set(cls.model_fields)
+        extra = {k: v for k, v in data.items() if k not in own}
+        if not extra:
+            return data
+        from kitaeru.core.config import deep_merge
+
+        kept = {k: v for k, v in data.items() if k in own}
+        kept["settings"] = deep_merge(extra, dict(kept.get("settings") or {}))
+        return kept
+
+
+class EvaluateConfig(RecipeConfig):
+    """``docclass evaluate``: the recipe's metric on fresh synthetic photos of any template set."""
+
+    model: str = setting(..., "The model: a docclass checkpoint (.ckpt) or an exported .onnx (with its .onnx.json).", metavar="MODEL")
+    templates: str = setting(..., "Folder of template images (recursive); each image is a class (times its orientations).",
+                             aliases=["data-dir"], metavar="DIR")
+    samples_per_class: int = setting(8, "Fresh photos drawn per template and orientation.", ge=2)
+    rotations: Optional[list[int]] = setting(None, "Rotations to test (repeatable; default: the ones the model was trained on).")
+    flips: Optional[list[Literal["none", "horizontal", "vertical"]]] = setting(
+        None, "Flip states to test (repeatable; default: the ones the model was trained on).")
+    template_side: int = setting(256, "Longest side the templates are kept at; photos start from this size.", ge=32)
+    threshold_fpr: Optional[float] = setting(None, "FPR whose threshold is reported (default: the model's, else 1e-3).", gt=0, lt=1)
+    seed: int = setting(0, "Seed of the photo draws (drawn far from any training or validation draw).")
+    batch_size: int = setting(64, "Photos per inference batch.", aliases=["batch"], ge=1)
+    workers: Optional[int] = setting(None, "Worker processes that draw photos (default: up to 4).", ge=0)
+    device: str = setting("cpu", "Device for a checkpoint model (ONNX runs on onnxruntime's CPU).")
+    augment: AugmentSection = setting(default_factory=AugmentSection, description="Synthetic photo augmentations "
+                                      "(default: the ones the model was trained with; augment.perspective=0.2 ... on top).")
+
+    @field_validator("rotations")
+    @classmethod
+    def _quarter_turns(cls, value: Optional[list[int]]) -> Optional[list[int]]:
+        return None if value is None else DataSection._quarter_turns(value)
+
+
+class RegisterConfig(RecipeConfig):
+    """``docclass register``: the feature of every template into a bank file."""
+
+    model: str = setting(..., "model.onnx (onnxruntime, no PyTorch needed) or a docclass checkpoint.", metavar="MODEL")
+    templates: str = setting(..., "Folder of template images; label = file stem, or sub-folder name.", aliases=["data-dir"], metavar="DIR")
+    out: str = setting("bank.npz", "Bank file to write.", metavar="FILE")
+    device: str = setting("cpu", "Device for a checkpoint model (ONNX runs on onnxruntime's CPU).")
+
+
+class ClassifyConfig(RecipeConfig):
+    """``docclass classify``: each photo's best-matching registered template, or ``unknown``."""
+
+    images: list[str] = setting(default_factory=list, description="Images or folders of images to classify (repeatable).",
+                                aliases=["image"], short="-i", metavar="IMAGE")
+    model: str = setting(..., "model.onnx (onnxruntime, no PyTorch needed) or a docclass checkpoint.", metavar="MODEL")
+    bank: str = setting(..., "Bank written by 'docclass register' with the same model.", metavar="FILE")
+    threshold: Optional[float] = setting(
+        None, "Cosine score below which a photo is 'unknown', a finite number in [-1, 1] (default: stored with the model, "
+        "from the validation ROC).", ge=-1.0, le=1.0, allow_inf_nan=False)
+    device: str = setting("cpu", "Device for a checkpoint model (ONNX runs on onnxruntime's CPU).")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kitaeru.core.console import info
-from kitaeru.data.documents import (
+from kitaeru.recipes.docclass.documents import (
     AugmentedDocuments,
     DocumentAugment,
     Orientation,
@@ -52,7 +52,7 @@ def resolve_pool_dir(config: DocclassConfig, run_dir: Path) -> str:
     """``data.data_dir``, or a folder of generated sample templates inside the run folder."""
     if config.data.data_dir:
         return config.data.data_dir
-    from kitaeru.data.sample_documents import generate_documents
+    from kitaeru.recipes.docclass.sample_documents import generate_documents
 
     target = run_dir / "sample_templates"
     if not (target.is_dir() and any(target.glob("*.png"))):

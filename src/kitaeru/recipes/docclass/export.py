@@ -1,5 +1,6 @@
-"""``kitaeru docclass export-onnx``: the inference branch of a checkpoint to ONNX, checked, with a
-sidecar JSON that carries preprocessing, feature size, validation metrics and the unknown threshold."""
+"""``kitaeru docclass export`` (alias ``export-onnx``): the inference branch of a checkpoint to ONNX,
+checked against PyTorch, with a sidecar JSON that carries preprocessing, feature size, validation
+metrics and the unknown threshold."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from kitaeru.core.console import info
+from kitaeru.core.errors import ConfigError
 from kitaeru.core.storage import atomic_write_json
-from kitaeru.data.documents import IMAGENET_MEAN, IMAGENET_STD, preprocess_images
+from kitaeru.recipes.docclass.documents import IMAGENET_MEAN, IMAGENET_STD, preprocess_images
 
-from .config import DocclassConfig
+from .config import DocclassConfig, ExportConfig
 from .inference import sidecar_path
 
 
@@ -26,7 +28,7 @@ def real_inputs_for(image_size: int, images: Sequence[str] | None = None, count:
 
         pictures: list[Image.Image] = [open_image(p, min_side=2 * image_size) for p in images]
     else:
-        from kitaeru.data.sample_documents import DOCUMENT_KINDS, render_document
+        from kitaeru.recipes.docclass.sample_documents import DOCUMENT_KINDS, render_document
 
         pictures = [render_document(DOCUMENT_KINDS[i % len(DOCUMENT_KINDS)], 7_000 + i) for i in range(count)]
     return preprocess_images(pictures, image_size)
@@ -40,6 +42,7 @@ def export_checkpoint(
     config_name: str | None = None,
     images: Sequence[str] | None = None,
     tolerance: float = 1e-4,
+    checkpoint=None,
 ) -> dict[str, Any]:
     """Export ``checkpoint_path``'s network as ``config.onnx`` says (default: the checkpoint's config).
 
@@ -50,7 +53,7 @@ def export_checkpoint(
 
     from .checkpoint import check_compatible, load_network, read_checkpoint
 
-    checkpoint = read_checkpoint(checkpoint_path)
+    checkpoint = checkpoint or read_checkpoint(checkpoint_path)
     if config is not None:
         check_compatible(checkpoint, config)
     else:
@@ -75,8 +78,39 @@ def export_checkpoint(
         "threshold_fpr": checkpoint.info.get("threshold_fpr"),
         "val_metrics": checkpoint.info.get("val_metrics"),
         "classes": {k: checkpoint.info.get(k) for k in ("templates", "orientations", "num_classes")},
+        # The photos it was trained on, so 'docclass evaluate' of the ONNX model draws the same kind.
+        "augment": checkpoint.config.augment.model_dump(mode="json"),
         "export": report.as_dict(),
     }
     atomic_write_json(sidecar_path(out), sidecar)
     info(f"wrote {out} and {sidecar_path(out).name} (max |onnxruntime − PyTorch| = {report.max_abs_diff:.2e})")
     return sidecar
+
+
+def export_config(config: ExportConfig, checkpoint_config: DocclassConfig) -> DocclassConfig | None:
+    """The checkpoint's config with the mode's settings (preset, --config, key=value, --image-size) on
+    top, or None when none were given (the checkpoint's own config is used as it is)."""
+    from pydantic import ValidationError
+
+    from kitaeru.core.config import deep_merge, format_validation_error
+
+    if not config.settings and config.image_size is None:
+        return None
+    data = deep_merge(checkpoint_config.model_dump(mode="json"), config.settings)
+    if config.image_size is not None:
+        data["image_size"] = config.image_size
+    try:
+        return DocclassConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "export settings over the checkpoint's config")) from None
+
+
+def export_model(config: ExportConfig) -> dict[str, Any]:
+    """``docclass export``: the checkpoint's network as its config's (or the given) ``onnx:`` says."""
+    from .checkpoint import read_checkpoint
+
+    checkpoint = read_checkpoint(config.checkpoint, trust=config.trust_checkpoint, trust_flag="--trust-checkpoint")
+    net_config = export_config(config, checkpoint.config)
+    name = net_config.name if net_config is not None and "name" in config.settings else None
+    return export_checkpoint(checkpoint.path, config.out, config=net_config, config_name=name, images=config.images or None,
+                             tolerance=config.tolerance, checkpoint=checkpoint)

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from kitaeru.core.errors import DataError, KitaeruError
-from kitaeru.data.documents import IMAGENET_MEAN, IMAGENET_STD, preprocess_images
+from kitaeru.recipes.docclass.documents import IMAGENET_MEAN, IMAGENET_STD, preprocess_images
 
 SIDECAR_SUFFIX = ".json"
 
@@ -124,6 +124,7 @@ def _checkpoint_model(path: Path, device: str) -> FeatureModel:
         dim=checkpoint.config.model.embedding_dim,
         threshold=checkpoint.threshold,
         threshold_fpr=checkpoint.info.get("threshold_fpr"),
-        info={k: v for k, v in checkpoint.info.items() if k != "config"},
+        info={**{k: v for k, v in checkpoint.info.items() if k != "config"},
+              "augment": checkpoint.config.augment.model_dump(mode="json")},
         run_batch=run,
     )

@@ -1,7 +1,7 @@
 """Verification metrics over all pairs of features: AUROC, TPR at fixed FPRs and the threshold.
 
 Every pair of validation features is scored by cosine similarity; pairs of the same class are
-positives, all others negatives (the seed's protocol). The threshold for a target FPR is the
+positives, all others negatives (the original DocClassifier's protocol). The threshold for a target FPR is the
 lowest score that keeps the share of negatives at or above it within the target; it becomes the
 classifier's ``unknown`` threshold. NumPy only.
 """

@@ -1,6 +1,6 @@
 """The Lightning module of the document classifier: network, margin loss, LR schedule, metrics.
 
-The network (:class:`~kitaeru.models.docclass_net.DocClassNet`) is the inference branch; the margin
+The network (:class:`~kitaeru.recipes.docclass.net.DocClassNet`) is the inference branch; the margin
 loss (CosFace or ArcFace from pytorch-metric-learning) holds one weight vector per class and is
 dropped at export. Validation features are collected per epoch and scored over all pairs
 (:func:`~kitaeru.recipes.docclass.metrics.pairwise_roc`); the threshold at ``threshold_fpr`` travels
@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from kitaeru.models.docclass_net import DocClassNet, create_docclass_net
+from kitaeru.recipes.docclass.net import DocClassNet, create_docclass_net
 
 from .checkpoint import CHECKPOINT_KEY
 from .config import DocclassConfig, LossSection
@@ -101,17 +101,41 @@ class DocClassModule(L.LightningModule):
 
     def epoch_metrics(self) -> dict[str, float]:
         """Pairwise-ROC metrics of this epoch's validation features (+ the epoch's mean train loss)."""
-        features = torch.cat(self._val_features).numpy()
-        labels = torch.cat(self._val_labels).numpy()
+        features, labels = self._validation_set()
         roc = pairwise_roc(features, labels, threshold_fpr=self.config.train.threshold_fpr)
         metrics = {"val_auroc": roc["auroc"]}
         for target in FPR_TARGETS:
             metrics[f"val_tpr_{fpr_key(target)}"] = roc[f"tpr_{fpr_key(target)}"]
         metrics["val_threshold"] = roc["threshold"]
-        if self._loss_count:
-            metrics["train_loss"] = float(self._loss_sum) / self._loss_count
+        loss_sum, loss_count = self._loss_totals()
+        if loss_count:
+            metrics["train_loss"] = loss_sum / loss_count
         self.val_metrics = metrics
         return metrics
+
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _validation_set(self):
+        """This epoch's validation features and labels, in dataset order; with several processes the
+        shards are all-gathered (and the sampler's padding dropped) so the metric is the one of one device."""
+        features, labels = torch.cat(self._val_features), torch.cat(self._val_labels)
+        if not self._distributed():
+            return features.numpy(), labels.numpy()
+        gathered_features = self.all_gather(features.to(self.device))  # (world, per rank, dim)
+        gathered_labels = self.all_gather(labels.to(self.device))
+        total = len(self.trainer.val_dataloaders.dataset)
+        # the distributed sampler (no shuffle) deals item i to rank i % world: interleave back
+        features = gathered_features.transpose(0, 1).reshape(-1, gathered_features.shape[-1])[:total]
+        labels = gathered_labels.transpose(0, 1).reshape(-1)[:total]
+        return features.float().cpu().numpy(), labels.cpu().numpy()
+
+    def _loss_totals(self) -> tuple[float, int]:
+        total, count = float(self._loss_sum), self._loss_count
+        if self._distributed():
+            both = self.all_gather(torch.tensor([total, float(count)], device=self.device)).reshape(-1, 2).sum(0)
+            total, count = float(both[0]), int(both[1])
+        return total, count
 
     # ---- optimiser -------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -1,8 +1,10 @@
-"""``kitaeru docclass train``: build data → build model → fit (Lightning, OOM ladder) → evaluate → save.
+"""``kitaeru docclass train``: pick the run folder → build data → build model → fit (Lightning, OOM
+ladder) → save, inside the run lifecycle.
 
-The run folder gets the kitaeru evidence (``config.yaml``, ``results.csv``, ``training_result.json``,
+The run folder (``<output-dir>/<name>``, ``<name>2``, ... or ``--run-name``) gets the kitaeru
+evidence (``config.yaml``, ``results.csv``, ``training_result.json`` from the first second,
 ``tensorboard/``) and Lightning checkpoints ``weights/best.ckpt`` (by the monitored validation
-metric) and ``weights/last.ckpt`` (for resume and for the OOM ladder).
+metric) and ``weights/last.ckpt`` (for ``--resume``, Ctrl-C and the OOM ladder).
 """
 
 from __future__ import annotations
@@ -10,22 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+import shlex
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from kitaeru.core.console import info, warn
 from kitaeru.core.device import DeviceInfo, GpuTier, resolve_device
-from kitaeru.core.errors import ConfigError, KitaeruError
+from kitaeru.core.errors import ConfigError
 from kitaeru.core.resources import Plan, fewer_workers, fit_with_oom_recovery, halve_batch, plan_resources
-from kitaeru.core.run import RunFolder, timestamped_dir
-from kitaeru.core.storage import is_remote
+from kitaeru.core.run import RESULT_JSON, RESULTS_CSV, RunFolder, next_run_dir, refuse_used_run_dir
 
-from .config import DocclassConfig
+from .checks import resume_folder
+from .config import DocclassConfig, TrainConfig
 from .data import DocclassData, build_data, make_loaders
 from .metrics import pairwise_roc
 
-# Batch per tier: the seed trained lcnet_050 at 96 px with batch 256 on a large GPU.
+# Batch per tier: the original DocClassifier trained lcnet_050 at 96 px with batch 256 on a large GPU.
 TIER_TABLE: dict[GpuTier, dict[str, Any]] = {
     GpuTier.CPU: {"batch": 32, "workers": 1},
     GpuTier.LOW: {"batch": 64, "workers": 4},
@@ -36,27 +38,12 @@ TIER_TABLE: dict[GpuTier, dict[str, Any]] = {
 OOM_LADDER = (halve_batch(min_batch=8), fewer_workers())
 
 
-@dataclass
-class TrainOutcome:
-    run_dir: Path
-    result: dict[str, Any]
-
-
 def plan_for(config: DocclassConfig, device: DeviceInfo) -> Plan:
     """The tier's batch and workers, with the config's explicit values on top (capped by CPU count)."""
     plan = plan_resources(TIER_TABLE, device.tier, {"batch": config.train.batch_size, "workers": config.data.workers})
     if config.data.workers is None:
         plan["workers"] = min(int(plan["workers"]), max(0, (os.cpu_count() or 1) - 1))
     return plan
-
-
-def _accelerator(device: DeviceInfo) -> tuple[str, Any]:
-    if device.type == "cuda":
-        index = int(device.device.split(":")[1]) if ":" in device.device else 0
-        return "gpu", [index]
-    if device.type == "mps":
-        return "mps", 1
-    return "cpu", 1
 
 
 def fit(
@@ -72,11 +59,13 @@ def fit(
 ):
     """One Lightning fit with the plan's batch/workers; ``resume`` continues from ``weights/last.ckpt``."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from kitaeru.core.lightning import EvidenceCallback
-
+    from kitaeru.core.lightning import (
+        EvidenceCallback, ctrl_c_stays_an_interrupt, distributed_trainer_kwargs, progress_callbacks, quiet_lightning,
+        trainer_device_kwargs,
+    )
 
     train_loader, val_loader = make_loaders(
         data, int(plan["batch"]), int(plan["workers"]), pin_memory=device.type == "cuda", seed=config.train.seed
@@ -85,49 +74,25 @@ def fit(
         dirpath=run.weights_dir, filename="best", monitor=config.train.monitor, mode="max", save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    accelerator, devices = _accelerator(device)
-    progress = not os.environ.get("KITAERU_NO_PROGRESS")
-    bars = [RichProgressBar(console_kwargs={"stderr": True})] if progress else []  # stdout stays for --json
+    bars = progress_callbacks()
     last = run.weights_dir / "last.ckpt"
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = L.Trainer(
-            accelerator=accelerator,
-            devices=devices,
+            **trainer_device_kwargs(device, precision=config.train.precision, **distributed_trainer_kwargs(config)),
             max_epochs=config.train.epochs,
-            precision=config.train.precision,
             gradient_clip_val=config.train.gradient_clip or None,
             logger=TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version=""),
             callbacks=[EvidenceCallback(run), checkpoint, *bars, *callbacks],
             default_root_dir=str(run.path),
-            enable_progress_bar=progress,
+            enable_progress_bar=bool(bars),
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=max(1, min(50, len(train_loader))),
         )
-        with _cpu_threads_beside_workers(device, int(plan["workers"])):
-            trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
+        with _cpu_threads_beside_workers(device, int(plan["workers"])), ctrl_c_stays_an_interrupt(trainer):
+            trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None,
+                        weights_only=not getattr(config, "trust_checkpoint", False))
     return trainer, checkpoint
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Keep Lightning's start-up notices (accelerator listing, tips) and its internal deprecation
-    warnings out of the user's terminal; real warnings and errors still show."""
-    import logging
-    import warnings
-
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -164,53 +129,95 @@ def _stored_metrics(path: Path) -> dict[str, Any]:
     return read_checkpoint(path).info
 
 
-def train(
-    config: DocclassConfig,
-    *,
-    cfg_name: str | None = None,
-    resume_dir: str | os.PathLike | None = None,
-    callbacks: Sequence[Any] = (),
-) -> TrainOutcome:
-    """Train a document-feature network as ``config`` says; returns the run folder and its result.
+def config_for_resume(config: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The run's own ``config.yaml`` with the settings given on this command line on top."""
+    from pydantic import ValidationError
 
-    ``resume_dir`` continues an existing run from its ``weights/last.ckpt``. ``callbacks`` are
-    extra Lightning callbacks (appended after kitaeru's own).
+    from kitaeru.core.config import deep_merge, format_validation_error, read_yaml
+
+    saved = read_yaml(run_dir / "config.yaml")
+    given = config.model_dump(mode="json", exclude_unset=True)
+    try:
+        base = TrainConfig.model_validate(saved)
+        merged = TrainConfig.model_validate({**deep_merge(saved, given), "resume": str(run_dir)})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{run_dir / 'config.yaml'} + command line")) from None
+    from .checkpoint import config_differences
+
+    changed = config_differences(base, merged)
+    if changed:
+        raise ConfigError(f"--resume {run_dir}: its checkpoints are of another network ({'; '.join(changed)}); "
+                          "start a new run for that")
+    return merged
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    """``--run-name`` (refused when it holds a run, unless ``--exist-ok``) or the next free ``<name>N``."""
+    root = Path(config.train.output_dir)
+    if not config.run_name:
+        return next_run_dir(root, config.name)
+    run_dir = root / config.run_name
+    refuse_used_run_dir(run_dir, exist_ok=config.exist_ok)
+    # --exist-ok replaces the earlier run's evidence rather than mixing its rows into this one's.
+    for stale in (run_dir / RESULTS_CSV, run_dir / RESULT_JSON, run_dir / "weights" / "last.ckpt", run_dir / "weights" / "best.ckpt"):
+        stale.unlink(missing_ok=True)
+    return run_dir
+
+
+def run_training(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train a document-feature network as ``config`` says; returns the run's ``training_result.json``.
+
+    ``config.resume`` continues an existing run from its ``weights/last.ckpt`` (from the start when
+    Ctrl-C came before the first checkpoint). ``callbacks`` are extra Lightning callbacks.
     """
     import lightning as L
 
     from .module import DocClassModule, create_network
 
-    device = resolve_device(config.train.device)
+    from kitaeru.core.distributed import is_rank_zero, place, run_folder, share_run_dir, shared_run_dir
+
+    handed = shared_run_dir()  # a process Lightning started for ddp joins rank 0's run folder
+    resume_dir = resume_folder(config) if not handed else (Path(handed) if config.resume else None)
     if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        if not (run_dir / "weights" / "last.ckpt").is_file():
-            raise KitaeruError(f"--resume: {run_dir} has no weights/last.ckpt to resume from")
-    elif is_remote(config.train.output_dir):
-        raise ConfigError(
-            f"train.output_dir: '{config.train.output_dir}' is a URL; runs are written to a local folder "
-            "(copy the run folder to the bucket afterwards)"
-        )
+        config = config_for_resume(config, resume_dir)
+        last = resume_dir / "weights" / "last.ckpt"
+        if last.is_file():  # checkpoints are data: refused before the run starts unless trusted
+            from kitaeru.core.checkpoints import check_checkpoint
+
+            check_checkpoint(last, trust=config.trust_checkpoint)
+    device = resolve_device(config.train.device)
+    if handed:
+        run_dir = Path(handed)
     else:
-        run_dir = timestamped_dir(config.train.output_dir, config.name)
-    run = RunFolder(run_dir)
-    previous = run.read_result() or {}
+        run_dir = resume_dir if resume_dir is not None else new_run_dir(config)
+    if place().world_size > 1 and not handed and not (config.run_name or config.resume):
+        raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --run-name")
+    run = run_folder(run_dir)
+    if is_rank_zero():
+        share_run_dir(run.path)
+    previous = (run.read_result() or {}) if resume_dir is not None else {}
     run.save_config(config)
-    try:
+    recoveries: list[dict] = list(previous.get("oom_recoveries") or [])
+    carried = {"untrained_metrics": previous["untrained_metrics"]} if previous.get("untrained_metrics") else {}
+    resume_command = f"kitaeru docclass train --resume {shlex.quote(str(run.path))}"
+    with run.lifecycle(resume_command=resume_command, recipe="docclass", epochs_planned=config.train.epochs,
+                       config_name=config.name, device=device.as_dict(), oom_recoveries=recoveries, **carried):
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         data = build_data(config, run.path)
         run.record_skipped(data.pool.skipped)
         initial_plan = plan_for(config, device)
-        info(f"device {device.device} (tier {device.tier.value}); batch {initial_plan['batch']}, workers {initial_plan['workers']}")
+        info(f"device {device.device} (tier {device.tier.value}); batch {initial_plan['batch']}, workers {initial_plan['workers']}"
+             + (f"; resuming {run.path}" if resume_dir is not None else f"; run folder {run.path}"))
         module = DocClassModule(config, data.num_classes, data.meta(), net=create_network(config))
         if device.type == "cuda":
             import torch
 
             module.net.to(memory_format=torch.channels_last)
             module.channels_last = True
-        untrained = previous.get("untrained_metrics") if resume_dir is not None else None
+        untrained = carried.get("untrained_metrics")
         if untrained is None:
             untrained = evaluate_untrained(module, data, device, initial_plan, config)
-        recoveries: list[dict] = list(previous.get("oom_recoveries") or [])
+            run.heartbeat(untrained_metrics=dict(untrained))
 
         def attempt(plan: Plan, resume: bool):
             return fit(config, module, data, run, device, plan, resume=resume or resume_dir is not None, callbacks=callbacks)
@@ -223,35 +230,29 @@ def train(
             on_step=lambda step: warn(f"out of memory: {step.change}; resuming from the last checkpoint"),
         )
         recoveries += [s.as_dict() for s in steps]
-    except BaseException as exc:
-        run.write_result("failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                         device=device.as_dict(), config_name=cfg_name)
-        run.close()
-        raise
-
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else run.weights_dir / "last.ckpt"
-    last = run.weights_dir / "last.ckpt"
-    best_info = _stored_metrics(best)
-    metrics = {k.removeprefix("val_"): v for k, v in (best_info.get("val_metrics") or {}).items() if k != "train_loss"}
-    final = {k.removeprefix("val_"): v for k, v in module.val_metrics.items() if k != "train_loss"}
-    result = run.write_result(
-        "completed",
-        config_name=cfg_name,
-        best_weights=str(best),
-        last_weights=str(last),
-        monitor=config.train.monitor,
-        best_epoch=best_info.get("epoch"),
-        metrics=metrics,
-        last_epoch_metrics=final,
-        untrained_metrics=dict(untrained),
-        unknown_threshold=best_info.get("unknown_threshold"),
-        threshold_fpr=config.train.threshold_fpr,
-        classes=data.meta(),
-        templates_dir=data.pool.root,
-        device=device.as_dict(),
-        resources={"tier": device.tier.value, "initial_plan": initial_plan, "final_plan": plan},
-        oom_recoveries=recoveries,
-        epochs_completed=int(trainer.current_epoch),
-    )
-    run.close()
-    return TrainOutcome(run_dir=run.path, result=json.loads(Path(result).read_text(encoding="utf-8")))
+        if not is_rank_zero():  # rank 0 writes the result
+            return {"rank": place().rank, "run_dir": str(run.path)}
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else run.weights_dir / "last.ckpt"
+        last = run.weights_dir / "last.ckpt"
+        best_info = _stored_metrics(best)
+        metrics = {k.removeprefix("val_"): v for k, v in (best_info.get("val_metrics") or {}).items() if k != "train_loss"}
+        final = {k.removeprefix("val_"): v for k, v in module.val_metrics.items() if k != "train_loss"}
+        run.write_result(
+            "completed",
+            run_dir=str(run.path),
+            best_weights=str(best),
+            last_weights=str(last),
+            monitor=config.train.monitor,
+            best_epoch=best_info.get("epoch"),
+            metrics=metrics,
+            last_epoch_metrics=final,
+            untrained_metrics=dict(untrained),
+            unknown_threshold=best_info.get("unknown_threshold"),
+            threshold_fpr=config.train.threshold_fpr,
+            classes=data.meta(),
+            templates_dir=data.pool.root,
+            resources={"tier": device.tier.value, "initial_plan": initial_plan, "final_plan": plan},
+            oom_recoveries=recoveries,
+            epochs_completed=int(trainer.current_epoch),
+        )
+    return json.loads(run.result_json.read_text(encoding="utf-8"))

@@ -1,8 +1,7 @@
-"""Build data: cloud defaults, the scene source (folder, nuScenes, generated samples), the split."""
+"""Build data: the scene source (folder, nuScenes, generated samples) and the split."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,34 +9,9 @@ import numpy as np
 from kitaeru.core.errors import ConfigError
 from kitaeru.data.scenes import SceneSet
 
-from .config import COLAB_OUTPUT, DEFAULT_OUTPUT, MultimodalConfig, check_source_given
+from .config import MultimodalConfig
 
 SAMPLE_DIR = "sample_data"
-
-
-def apply_cloud_defaults(config: MultimodalConfig) -> MultimodalConfig:
-    """Fill the data source and output folder that ``--cloud`` implies when they were not given.
-
-    sagemaker: data from ``$SM_CHANNEL_TRAINING``, outputs to ``$SM_MODEL_DIR``;
-    colab: outputs to ``/content/output``; local: outputs to ``runs/multimodal``.
-    """
-    updates: dict = {}
-    if config.cloud == "sagemaker":
-        if not (config.data_dir or config.nuscenes_path or config.use_sample_data):
-            channel = os.environ.get("SM_CHANNEL_TRAINING")
-            if not channel:
-                raise ConfigError("--cloud sagemaker: SM_CHANNEL_TRAINING is not set; give --data-dir (or --use-sample-data)")
-            updates["data_dir"] = channel
-        if not config.output_dir:
-            model_dir = os.environ.get("SM_MODEL_DIR")
-            if not model_dir:
-                raise ConfigError("--cloud sagemaker: SM_MODEL_DIR is not set; give --output-dir")
-            updates["output_dir"] = model_dir
-    elif not config.output_dir:
-        updates["output_dir"] = COLAB_OUTPUT if config.cloud == "colab" else DEFAULT_OUTPUT
-    config = config.model_copy(update=updates)
-    check_source_given(config)
-    return config
 
 
 def load_scenes(config: MultimodalConfig, output_dir: Path) -> SceneSet:

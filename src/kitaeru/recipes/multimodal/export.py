@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from kitaeru.core.console import info, print_table, warn
+from kitaeru.core.console import info, warn
 from kitaeru.core.device import DeviceInfo
 from kitaeru.core.errors import ConfigError, DataError
 from kitaeru.core.storage import is_remote
@@ -96,8 +96,6 @@ def export_trained(config: MultimodalConfig, device: DeviceInfo) -> dict[str, An
               "files": files, "device": device.as_dict()}
     run.write_result(previous.get("status", "exported"), **kept, last_export=export)
     run.close()
-    print_table("recall of the trained projectors on all scenes", ["metric", "value"], sorted(metrics.items()))
-    print_table("files written", ["file", "path"], sorted(files.items()))
     if config.s3_output:
         from kitaeru.core.storage import upload_dir
 
@@ -125,7 +123,7 @@ def evaluate_output(output_dir: str, data_dir: str, *, device: str = "cpu", limi
 def search_output(output_dir: str, *, text: str | None = None, image: str | None = None, top_k: int = 5,
                   device: str = "cpu") -> list[dict[str, Any]]:
     """The ``top_k`` scenes of the output's vector DB nearest to a text or an image query."""
-    from kitaeru.data.vector_db import load_vector_db
+    from kitaeru.data.vector_db import VECTOR_DB_FILE, load_vector_db
     from kitaeru.models.scene_query import load_query_encoder
 
     if (text is None) == (image is None):
@@ -134,7 +132,7 @@ def search_output(output_dir: str, *, text: str | None = None, image: str | None
         raise ConfigError(f"--top-k: must be at least 1 (got {top_k})")
     out = Path(output_dir)
     require_trained(out, "search")
-    db_path = out / "vector_db.json"
+    db_path = out / VECTOR_DB_FILE
     if not db_path.is_file():
         raise DataError(f"{db_path}: not found; run 'kitaeru multimodal train' (or --skip-training) first")
     db = load_vector_db(db_path)

@@ -163,7 +163,8 @@ class SceneSearchModel(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         feats = self.val_features
         loss = self.contrastive_loss(feats, batch)
-        self.val_metrics = {"val_loss": float(loss), **self.recall(feats)}
+        recall = self.recall_across_ranks(feats) if self.trainer.world_size > 1 else self.recall(feats)
+        self.val_metrics = {"val_loss": float(loss), **recall}
         for key, value in self.val_metrics.items():
             self.log(key, value, prog_bar=key in ("t2i_R@5", "i2t_R@5"), batch_size=len(batch["scenes"]))
 
@@ -173,6 +174,33 @@ class SceneSearchModel(L.LightningModule):
         scene, _ = self.embed_scene(feats.image, feats.series)
         # .float(): under bf16 autocast the embeddings are bfloat16, which numpy cannot hold
         return retrieval_recall(text.float().cpu().numpy(), scene.float().cpu().numpy(), feats.owner.cpu().numpy())
+
+    @torch.no_grad()
+    def recall_across_ranks(self, feats: FeatureTensors) -> dict[str, float]:
+        """The same recall as :meth:`recall`, with the embedding shared out: each rank embeds its own
+        slice of the captions and scenes, the slices are all-gathered, and every rank scores all of
+        them, so the metric over several devices is the metric of one."""
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+
+        def gathered(rows: torch.Tensor, embed) -> torch.Tensor:
+            total = len(rows)
+            chunk = -(-total // world)
+            mine = rows[rank * chunk:(rank + 1) * chunk]
+            out = embed(mine) if len(mine) else None
+            dim = self.hparams.embed_dim
+            padded = torch.zeros(chunk, dim, device=self.device)
+            if out is not None:
+                padded[:len(out)] = out.float()
+            every = self.all_gather(padded)  # (world, chunk, dim)
+            return every.reshape(world * chunk, dim)[:total]
+
+        def scene_rows(rows: torch.Tensor) -> torch.Tensor:
+            series = feats.series[rows] if feats.series is not None else None
+            return self.embed_scene(feats.image[rows], series)[0]
+
+        text = gathered(torch.arange(len(feats.text), device=self.device), lambda r: self.embed_text(feats.text[r]))
+        scene = gathered(torch.arange(len(feats.image), device=self.device), scene_rows)
+        return retrieval_recall(text.cpu().numpy(), scene.cpu().numpy(), feats.owner.cpu().numpy())
 
     def configure_optimizers(self) -> Any:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)

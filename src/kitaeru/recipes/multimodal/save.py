@@ -12,7 +12,7 @@ import torch
 from kitaeru.core.storage import atomic_path, atomic_write_json, is_remote
 from kitaeru.data.scenes import Scene
 from kitaeru.core.vectors import l2_normalize
-from kitaeru.data.vector_db import VectorDB
+from kitaeru.data.vector_db import VECTOR_DB_FILE, VectorDB
 from kitaeru.models.scene_query import (
     IMAGE_PROJECTOR_FILE,
     QUERY_ENCODER_FILE,
@@ -24,7 +24,6 @@ from kitaeru.models.scene_query import (
 from .features import EncoderSpec, SceneFeatures
 from .model import SceneSearchModel
 
-VECTOR_DB_FILE = "vector_db.json"
 SCENES_UMAP_FILE = "scenes_with_umap.json"
 
 

@@ -1,4 +1,4 @@
-"""Fit and evaluate: the whole ``kitaeru multimodal train`` run, evidence included.
+"""Fit and evaluate: the whole ``kitaeru multimodal train`` run, inside the run lifecycle.
 
 build data (source → scenes → cached frozen features → split) → build model → epoch-0 recall →
 fit (Lightning; ``weights/last.ckpt`` each epoch, ``weights/best.ckpt`` by mean validation recall)
@@ -7,10 +7,8 @@ fit (Lightning; ``weights/last.ckpt`` each epoch, ``weights/best.ckpt`` by mean 
 
 from __future__ import annotations
 
-import logging
-import os
+import signal
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +16,21 @@ import lightning as L
 import numpy as np
 import torch
 
+from kitaeru.core.checkpoints import check_checkpoint, load_checkpoint
 from kitaeru.core.console import info, print_table, warn
 from kitaeru.core.device import DeviceInfo, resolve_device
+from kitaeru.core.distributed import is_rank_zero, place, run_folder, share_run_dir
 from kitaeru.core.errors import ConfigError
-from kitaeru.core.run import RunFolder
+from kitaeru.core.lightning import (
+    EvidenceCallback, distributed_trainer_kwargs, progress_callbacks, quiet_lightning, trainer_device_kwargs,
+)
+from kitaeru.core.run import RunFolder, holds_run
 from kitaeru.core.seed import seed_everything
 from kitaeru.core.storage import output_dir as output_folder
 from kitaeru.core.storage import upload_dir
 
 from .config import MultimodalConfig
-from .data import apply_cloud_defaults, load_scenes, split_indices
+from .data import load_scenes, split_indices
 from .features import CACHE_DIR, EncoderSpec, FrozenEncoders, SceneFeatures, SeriesSpec, extract_features
 from .model import METRIC_KEYS, FeatureTensors, SceneSearchModel, recall_by_direction
 from .save import export_vector_db, save_weights
@@ -37,49 +40,8 @@ BEST_CKPT = "best.ckpt"
 MONITOR = "recall_mean"
 
 
-class EpochEvidence(L.Callback):
-    """One ``results.csv`` / TensorBoard row per epoch: loss, validation recall, lr, temperature."""
-
-    def __init__(self, run: RunFolder):
-        self.run = run
-        self._started = time.time()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: SceneSearchModel) -> None:
-        self._started = time.time()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: SceneSearchModel) -> None:
-        losses = pl_module.step_losses
-        row: dict[str, Any] = {
-            "epoch": trainer.current_epoch + 1,
-            "seconds": round(time.time() - self._started, 3),
-            "train_loss": float(np.mean(losses)) if losses else None,
-            **pl_module.val_metrics,
-            "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
-            "temperature": float(1.0 / pl_module.logit_scale().item()),
-        }
-        self.run.log_epoch(row)
-
-
-def _trainer_device(device: DeviceInfo) -> dict[str, Any]:
-    if device.type == "cuda":
-        index = int(device.device.split(":")[1]) if ":" in device.device else 0
-        return {"accelerator": "gpu", "devices": [index], "precision": "bf16-mixed" if device.bf16 else "16-mixed"}
-    if device.type == "mps":
-        return {"accelerator": "mps", "devices": 1, "precision": "32-true"}
-    return {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
-
-
-def _quiet_lightning() -> None:
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # resume
-
-
 def _fresh_start(out: Path) -> None:
-    """A new (not resumed) run in a used folder starts its evidence over."""
+    """``--exist-ok``: a new run in a used folder starts its evidence and checkpoints over."""
     for name in ("results.csv", "training_result.json"):
         (out / name).unlink(missing_ok=True)
     weights = out / "weights"
@@ -90,6 +52,13 @@ def _fresh_start(out: Path) -> None:
     if tensorboard.is_dir():
         for event in tensorboard.glob("events.out.tfevents.*"):
             event.unlink()
+
+
+def _epoch_extra(trainer: L.Trainer, module: SceneSearchModel) -> dict[str, Any]:
+    """The recipe's numbers of a results.csv row: the epoch's mean training loss and the temperature."""
+    losses = module.step_losses
+    return {"train_loss": float(np.mean(losses)) if losses else None,
+            "temperature": float(1.0 / module.logit_scale().item())}
 
 
 def prepare_features(config: MultimodalConfig, out: Path, spec: EncoderSpec, device: DeviceInfo):
@@ -115,8 +84,10 @@ def _split_tensors(feats: SceneFeatures, rows: np.ndarray) -> FeatureTensors:
 
 
 def train_scene_search(config: MultimodalConfig) -> dict[str, Any]:
-    """Run ``kitaeru multimodal train`` (or the ``--skip-training`` export) and return the result."""
-    config = apply_cloud_defaults(config)
+    """Run ``kitaeru multimodal train`` (or the ``--skip-training`` export) and return the result.
+
+    ``config`` has its cloud defaults applied and its cheap checks done (see the recipe's ``train``).
+    """
     device = resolve_device(config.device)
     if config.skip_training:
         from .export import export_trained
@@ -131,34 +102,42 @@ def train_scene_search(config: MultimodalConfig) -> dict[str, Any]:
     return result
 
 
+def resume_command(out: Path) -> str:
+    """The command that continues the run in ``out`` (its config.yaml brings every other option)."""
+    return f"kitaeru multimodal train --resume {out}"
+
+
 def _train_in(config: MultimodalConfig, out: Path, device: DeviceInfo) -> dict[str, Any]:
-    last_ckpt = out / "weights" / LAST_CKPT
     previous = None
+    from_checkpoint = False
     if config.resume:
-        if not last_ckpt.is_file():
-            raise ConfigError(f"--resume: no checkpoint to continue from ({last_ckpt} not found)")
+        if last_ckpt_path(out).is_file():
+            # checkpoints are data: one that needs arbitrary unpickling is refused before anything runs
+            check_checkpoint(last_ckpt_path(out), trust=config.trust_checkpoint)
+            from_checkpoint = True
+        elif not holds_run(out):
+            raise ConfigError(f"--resume: no checkpoint to continue from ({last_ckpt_path(out)} not found)")
+        else:
+            info(f"--resume: {out} was stopped before its first checkpoint; training starts at epoch 1")
         previous = RunFolder(out, tensorboard=False).read_result() or {}
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+    elif config.exist_ok and is_rank_zero():
         _fresh_start(out)
-    run = RunFolder(out)
+    # only rank 0 writes the evidence; the processes Lightning starts for ddp learn the folder from it
+    run = run_folder(out)
     run.save_config(config)
+    if is_rank_zero():
+        share_run_dir(out)
     spec = EncoderSpec.from_config(config)
     common = {"output_dir": str(out), "device": device.as_dict(), "tier": device.tier.value,
               "epochs_requested": config.epochs}
-    run.write_result("running", **common)
-    try:
-        return _fit_and_save(config, out, run, device, spec, previous, common)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
-        run.write_result(status, **common, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                         resume_hint=f"kitaeru multimodal train --output-dir {out} --resume (plus the same data options)")
-        raise
-    finally:
-        run.close()
+    with run.lifecycle(resume_command=resume_command(out), recipe="multimodal", epochs_planned=config.epochs, **common):
+        result = _fit_and_save(config, out, run, device, spec, previous, from_checkpoint)
+        run.write_result("completed", **result)
+    return (run.read_result() or result) if is_rank_zero() else result
 
 
-def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: EncoderSpec, previous, common) -> dict[str, Any]:
+def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: EncoderSpec, previous,
+                  from_checkpoint: bool) -> dict[str, Any]:
     started = time.time()
     scene_set, feats = prepare_features(config, out, spec, device)
     run.record_skipped(scene_set.skipped + feats.skipped)
@@ -168,7 +147,7 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     train_rows, val_rows = split_indices(len(feats), config.val_fraction, config.seed)
     train_feats, val_feats = _split_tensors(feats, train_rows), _split_tensors(feats, val_rows)
     info(f"training on {len(train_rows)} scenes ({len(train_feats.text)} captions), validating on {len(val_rows)}")
-    run.write_result("running", **common, features_key=feats.key)
+    run.heartbeat(features_key=feats.key)
 
     seed_everything(config.seed)
     model = SceneSearchModel(
@@ -180,8 +159,8 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     model.train_features, model.val_features = train_feats, val_feats
 
     resumed_from = None
-    if config.resume:
-        state = torch.load(last_ckpt_path(out), map_location="cpu", weights_only=False)
+    if from_checkpoint:
+        state = load_checkpoint(last_ckpt_path(out), trust=config.trust_checkpoint)
         resumed_from = int(state.get("epoch", -1)) + 1
         info(f"resuming after epoch {resumed_from} from {last_ckpt_path(out)}")
     before_row = next((r for r in run.rows if r.get("epoch") == 0), None)
@@ -194,12 +173,14 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     else:
         before = {k: float(before_row[k]) for k in (*METRIC_KEYS, "recall_mean") if before_row.get(k) is not None}
 
-    checkpoint = _fit(config, out, run, model, train_feats, val_feats, device, resume=config.resume)
+    checkpoint = _fit(config, out, run, model, train_feats, val_feats, device, resume=from_checkpoint)
+    if not is_rank_zero():  # rank 0 evaluates the best epoch and writes the artefacts
+        return {"rank": place().rank, "features_key": feats.key}
 
     best_path = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     best_epoch = None
     if best_path is not None and best_path.is_file():
-        state = torch.load(best_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(best_path, trust=config.trust_checkpoint)
         model.load_state_dict(state["state_dict"])
         best_epoch = int(state.get("epoch", -1)) + 1
     model = model.cpu()
@@ -207,8 +188,9 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     files = save_weights(model, out, spec, feats, config.timeseries_steps)
     files.update(export_vector_db(model, feats, scene_set.scenes, out, data_dir=_data_label(config, scene_set.source),
                                   encoders={"text": spec.text_encoder, "image": spec.image_encoder}))
-    result = {
-        **common,
+    if after.get("recall_mean", 0.0) <= before.get("recall_mean", 0.0):
+        warn("validation recall did not improve over the untrained start (more data or epochs, or a higher --learning-rate, may help)")
+    return {
         "features_key": feats.key,
         "data": {"source": scene_set.source, "scenes": len(feats), "train_scenes": len(train_rows),
                  "val_scenes": len(val_rows), "captions": int(len(feats.text)),
@@ -217,11 +199,15 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
                      "seconds": feats.seconds, "text_dim": feats.text_dim, "image_dim": feats.image_dim},
         "encoders": {"text": spec.text_encoder, "image": spec.image_encoder, "image_pretrained": spec.image_pretrained,
                      "image_weights": spec.image_weights},
+        "metrics": {k: round(float(v), 4) for k, v in after.items()},
+        "metrics_before": {k: round(float(v), 4) for k, v in before.items() if k != "val_loss"},
         "recall_before": recall_by_direction(before),
         "recall_after": recall_by_direction(after),
         "recall_mean_before": round(before.get("recall_mean", 0.0), 4),
         "recall_mean_after": round(after["recall_mean"], 4),
         "best_epoch": best_epoch,
+        "best_weights": str(best_path) if best_path else None,
+        "last_weights": str(last_ckpt_path(out)),
         "best_checkpoint": str(best_path) if best_path else None,
         "last_checkpoint": str(last_ckpt_path(out)),
         "resumed_from_epoch": resumed_from,
@@ -229,9 +215,6 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
         "files": files,
         "fit_seconds": round(time.time() - started, 3),
     }
-    run.write_result("completed", **result)
-    _summary(before, after, best_epoch, files)
-    return run.read_result() or result
 
 
 def last_ckpt_path(out: Path) -> Path:
@@ -249,7 +232,6 @@ def _fit(config, out: Path, run: RunFolder, model: SceneSearchModel, train_feats
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader
 
-    _quiet_lightning()
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(list(range(len(train_feats.image))), batch_size=min(config.batch_size, len(train_feats.image)),
                               shuffle=True, generator=generator, collate_fn=train_feats.collate)
@@ -258,21 +240,40 @@ def _fit(config, out: Path, run: RunFolder, model: SceneSearchModel, train_feats
         dirpath=str(out / "weights"), filename="best", monitor=MONITOR, mode="max", save_top_k=1, save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    trainer = L.Trainer(
-        max_epochs=config.epochs, **_trainer_device(device), logger=False, callbacks=[checkpoint, EpochEvidence(run)],
-        enable_progress_bar=not os.environ.get("KITAERU_NO_PROGRESS"), enable_model_summary=False, num_sanity_val_steps=0,
-        log_every_n_steps=1, default_root_dir=str(out), deterministic=False,
-    )
-    trainer.fit(model, train_loader, val_loader, ckpt_path=str(last_ckpt_path(out)) if resume else None)
+    progress = progress_callbacks()
+    # Lightning logs nothing itself (logger=False): the evidence callback writes results.csv and TensorBoard.
+    evidence = EvidenceCallback(run, log_tensorboard=True, extra=_epoch_extra)
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=config.epochs, **trainer_device_kwargs(device, **distributed_trainer_kwargs(config)), logger=False,
+            callbacks=[checkpoint, evidence, *progress], enable_progress_bar=bool(progress), enable_model_summary=False,
+            num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=str(out), deterministic=False,
+        )
+        try:
+            trainer.fit(model, train_loader, val_loader, ckpt_path=str(last_ckpt_path(out)) if resume else None,
+                        weights_only=not config.trust_checkpoint)
+        except SystemExit:
+            # Lightning turns Ctrl-C into "graceful shutdown" + sys.exit(1), with SIGINT left ignored:
+            # give the run lifecycle the interruption it stands for.
+            if trainer.interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt from None
+            raise
     if trainer.interrupted:
         raise KeyboardInterrupt
     return checkpoint
 
 
-def _summary(before: dict[str, float], after: dict[str, float], best_epoch: int | None, files: dict[str, str]) -> None:
-    rows = [(key, before.get(key, float("nan")), after[key]) for key in (*METRIC_KEYS, "recall_mean")]
-    print_table(f"validation recall: untrained → best epoch {best_epoch}", ["metric", "before", "after"], rows)
-    print_table("files written", ["file", "path"], sorted(files.items()))
-    if after.get("recall_mean", 0.0) <= before.get("recall_mean", 0.0):
-        warn("validation recall did not improve over the untrained start (more data or epochs, or a higher --learning-rate, may help)")
-
+def summary(result: dict[str, Any]) -> None:
+    """The human summary of a training result on stdout: recall before → after, files written."""
+    if "last_export" in result or "recall_all_scenes" in result:
+        export = result.get("last_export", result)
+        rows = [(f"{d}_R@{k}", export["recall_all_scenes"][name][f"R@{k}"])
+                for name, d in (("text_to_image", "t2i"), ("image_to_text", "i2t")) for k in (1, 5, 10)]
+        print_table("recall of the trained projectors on all scenes", ["metric", "value"], rows)
+        print_table("files written", ["file", "path"], sorted(export["files"].items()))
+        return
+    before, after = result.get("metrics_before", {}), result.get("metrics", {})
+    rows = [(key, before.get(key, float("nan")), after.get(key, float("nan"))) for key in (*METRIC_KEYS, "recall_mean")]
+    print_table(f"validation recall: untrained → best epoch {result.get('best_epoch')}", ["metric", "before", "after"], rows)
+    print_table("files written", ["file", "path"], sorted((result.get("files") or {}).items()))

@@ -1,0 +1,123 @@
+"""``kitaeru detect predict``: a trained model (``.pt`` or exported ``.onnx``) over images.
+
+Ultralytics' own predictor does the work (``save=True, save_txt=True``) into
+``<output-dir>/predict/`` (``predict2``, ... when taken): each image with its detections drawn, and
+``labels/<image>.txt`` in YOLO format (``class cx cy w h``, normalised; ``--save-conf`` adds the
+confidence). An image without detections gets no label file, as in Ultralytics. The image size
+defaults to the one the model was trained at (``.pt``) or exported at (``.onnx``, fixed input).
+``predict_result.json`` lists what was written.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from kitaeru.core.console import info, print_table
+from kitaeru.core.errors import ConfigError, DataError
+from kitaeru.core.run import next_run_dir
+from kitaeru.core.storage import atomic_write_json, ensure_writable_dir, is_remote
+
+from .config import PredictConfig
+
+PREDICT_JSON = "predict_result.json"
+MODEL_SUFFIXES = (".pt", ".onnx")
+
+
+def check_predict(config: PredictConfig) -> None:
+    """Cheap checks before any heavy import."""
+    if not config.model:
+        raise ConfigError("--model is required (trained .pt weights or an exported .onnx)")
+    model = Path(config.model).expanduser()
+    if model.suffix.lower() not in MODEL_SUFFIXES:
+        raise ConfigError(f"--model {config.model}: expected .pt weights or an .onnx export")
+    if not model.is_file():
+        raise DataError(f"--model {config.model}: file not found")
+    if not config.source:
+        raise ConfigError("--source is required (an image, a folder of images, a glob or a video)")
+    if is_remote(config.source):
+        raise ConfigError(f"--source {config.source}: remote locations are not supported; copy the images locally")
+    if glob.has_magic(config.source):
+        if not glob.glob(config.source):
+            raise DataError(f"--source {config.source}: no file matches")
+    elif not Path(config.source).expanduser().exists():
+        raise DataError(f"--source {config.source}: not found")
+
+
+def trained_image_size(weights: str | Path) -> int | None:
+    """The image size a ``.pt`` checkpoint was trained at (its ``train_args``), if recorded."""
+    import torch
+
+    try:
+        ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a foreign or truncated file
+        raise DataError(f"{weights}: cannot read the checkpoint ({type(exc).__name__})") from exc
+    imgsz = (ckpt.get("train_args") or {}).get("imgsz") if isinstance(ckpt, dict) else None
+    if isinstance(imgsz, (list, tuple)):
+        imgsz = max(imgsz)
+    return int(imgsz) if imgsz else None
+
+
+def predict_images(config: PredictConfig) -> dict[str, Any]:
+    """Run the model over ``config.source``; write annotated images and YOLO txt labels (see module doc)."""
+    from kitaeru.core.device import resolve_device
+
+    from .ultralytics_env import guarded, prepare_ultralytics
+    from .validate import ultralytics_device
+
+    check_predict(config)
+    started = time.time()
+    device = resolve_device(config.device)
+    prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
+    from ultralytics import YOLO
+
+    model = Path(config.model).expanduser().resolve()
+    onnx = model.suffix.lower() == ".onnx"
+    imgsz = config.image_size or (None if onnx else trained_image_size(model)) or 640
+    folder = next_run_dir(ensure_writable_dir(Path(config.output_dir).expanduser().resolve()), "predict")
+    info(f"predicting with {model} on {config.source} (imgsz {'from the export' if onnx and not config.image_size else imgsz}) "
+         f"into {folder}")
+    images, per_class = 0, Counter()
+    with guarded(config.offline):
+        yolo = YOLO(str(model), task="detect")
+        results = yolo.predict(
+            source=config.source, imgsz=imgsz, conf=config.conf, iou=config.iou, max_det=config.max_det,
+            device=ultralytics_device(device.device), save=config.save_images, save_txt=config.save_txt,
+            save_conf=config.save_conf, project=str(folder.parent), name=folder.name, exist_ok=True,
+            stream=True, verbose=False, **config.ultralytics,
+        )
+        for result in results:
+            images += 1
+            names = result.names or {}
+            for cls in (result.boxes.cls.tolist() if result.boxes is not None else []):
+                per_class[str(names.get(int(cls), int(cls)))] += 1
+    labels = sorted((folder / "labels").glob("*.txt")) if config.save_txt else []
+    drawn = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".mp4", ".avi")) \
+        if folder.is_dir() else []
+    result = {
+        "status": "completed",
+        "folder": str(folder),
+        "model": str(model),
+        "source": str(config.source),
+        "imgsz": imgsz if not onnx or config.image_size else "from the export",
+        "images": images,
+        "detections": int(sum(per_class.values())),
+        "detections_per_class": dict(per_class.most_common()),
+        "annotated_images": [p.name for p in drawn],
+        "label_files": [str(p.relative_to(folder)) for p in labels],
+        "device": device.as_dict(),
+        "wall_time_seconds": round(time.time() - started, 3),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / PREDICT_JSON, result)
+    return result
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    print_table("detect predict", ["field", "value"], [
+        ("folder", result["folder"]), ("images", result["images"]), ("detections", result["detections"]),
+        ("annotated images", len(result["annotated_images"])), ("label files", len(result["label_files"])),
+    ])

@@ -1,0 +1,118 @@
+"""``kitaeru embed``: images (or texts) → one vector each, in Parquet or ``.npy``.
+
+The job, in order:
+
+1. **Inputs** (:mod:`.data`): every image under ``--image-dir`` (recursive, sorted; a local folder or
+   an fsspec URL such as ``s3://bucket/nuscenes/samples/CAM_FRONT``), or the texts of ``--texts FILE``
+   / ``--text "..."``. A wrong path or output name fails here, before any model loads.
+2. **Encoder** (:mod:`kitaeru.models.image_encoders`): ``--model vit_l_14 --pretrained openclip`` (the
+   default: OpenCLIP ViT-L/14), any ``open_clip:``, ``timm:`` or ``torchvision:`` name, or a local
+   checkpoint; ``--pool mean|cls`` picks the image vector; ``--image-size`` / ``--resize crop|pad`` the
+   input. Random-init encoders (``--pretrained none``) are seeded, so ``index search`` re-creates them.
+3. **Embed** (:mod:`.pipeline`): worker processes decode (JPEGs at reduced size when the model needs
+   fewer pixels) while the encoder runs in batches (bf16 + channels-last on CUDA); unreadable images
+   are skipped, counted and listed.
+4. **Write** (:mod:`.output`): numbered Parquet shards as the job runs (a killed job loses at most one
+   shard; ``--resume`` skips what is already embedded), merged into ``X.parquet`` or ``X.npy`` +
+   ``X.meta.parquet`` at the end, or kept as a folder; ``X.summary.json`` beside it holds the counts,
+   speed, device and resolved config (also printed by ``--json``).
+
+Next: ``kitaeru index build --embeddings X.parquet --index-out X.faiss`` and ``kitaeru map``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kitaeru.core.recipe import Mode, Recipe
+from kitaeru.recipes.embed.config import EmbedConfig
+
+__all__ = ["EmbedConfig", "RECIPE", "check", "embed"]
+
+
+def check(config: EmbedConfig) -> None:
+    """Cheap checks before any model import: the output name, and a local input that exists."""
+    from pathlib import Path
+
+    from kitaeru.core.errors import ConfigError, DataError
+    from kitaeru.core.storage import is_remote
+    from kitaeru.recipes.embed.output import output_kind
+
+    output_kind(config.out)
+    from kitaeru.core.storage import check_output_path
+
+    check_output_path(config.out, setting="--out", kind="any")
+    if config.resume and config.text_mode:
+        raise ConfigError("--resume applies to --image-dir jobs (texts are re-embedded in one go)")
+    for flag, value in (("--image-dir", config.image_dir), ("--texts", config.texts)):
+        if value and not is_remote(value):
+            local = Path(value[len("file://"):] if value.startswith("file://") else value).expanduser()
+            wanted_dir = flag == "--image-dir"
+            if not (local.is_dir() if wanted_dir else local.is_file()):
+                raise DataError(f"{flag}: {value}: not found or not a {'folder' if wanted_dir else 'file'}")
+
+
+def resume_command(config: EmbedConfig) -> str:
+    """The ``kitaeru embed`` command line that continues this job: its non-default settings + ``--resume``."""
+    import shlex
+
+    words = ["kitaeru", "embed"]
+    for name, field in EmbedConfig.model_fields.items():
+        value = getattr(config, name)
+        if name == "resume" or value == field.get_default(call_default_factory=True):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return " ".join(shlex.quote(w) for w in words + ["--resume"])
+
+
+def embed(config: EmbedConfig) -> dict[str, Any]:
+    """Embed every input and write the vectors to ``config.out``; returns the run summary.
+
+    Ctrl-C keeps every finished vector (see :mod:`.output`) and ends with the command that resumes."""
+    from kitaeru.core.errors import RunInterrupted
+    from kitaeru.core.storage import is_remote
+    from kitaeru.recipes.embed.pipeline import run_embed
+
+    try:
+        return run_embed(config)
+    except KeyboardInterrupt:
+        if config.text_mode or is_remote(config.out):
+            raise RunInterrupted("interrupted; nothing is kept for texts or a remote --out: run the command again") from None
+        raise RunInterrupted(f"interrupted; resume with: {resume_command(config)}") from None
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from kitaeru.recipes.embed.pipeline import print_summary
+
+    print_summary(summary)
+
+
+RECIPE = Recipe(
+    name="embed",
+    help="Embed images (or texts) with a ViT/CNN/CLIP encoder into Parquet or .npy.",
+    modes=[
+        Mode(
+            name="embed",
+            schema=EmbedConfig,
+            run=embed,
+            check=check,
+            summary=_print_summary,
+            presets=True,
+            help="Embed every image under --image-dir (or the given texts) and write the vectors to --out.",
+            examples=[
+                "kitaeru embed --model vit_l_14 --pretrained openclip --image-dir s3://bucket/nuscenes/samples/CAM_FRONT "
+                "--image-size 224 --pool mean --batch-size 8 --out vectors/embeddings.parquet",
+                "kitaeru embed --cfg-name nuscenes_vitl14 --image-dir /data/nuscenes/samples --out vectors/shards/ --resume",
+                "kitaeru embed --model vit_l_14 --text \"a truck at an intersection\" --out vectors/q.npy --json",
+                "kitaeru embed --image-dir photos/ --out v.parquet pool=cls batch_size=32",
+            ],
+        )
+    ],
+)

@@ -1,0 +1,90 @@
+"""The one run lifecycle: running → completed / failed / interrupted, heartbeat, used folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from kitaeru.core.errors import ConfigError, DataError, RunInterrupted
+from kitaeru.core.run import RunFolder, holds_run, next_run_dir, refuse_used_run_dir
+
+
+def _result(run: RunFolder) -> dict:
+    return json.loads(run.result_json.read_text())
+
+
+def test_running_from_the_first_second_then_completed(tmp_path):
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with run.lifecycle(resume_command="kitaeru toy train --resume r", recipe="toy", epochs_planned=2):
+        first = _result(run)
+        assert first["status"] == "running"
+        assert first["pid"] == os.getpid() and first["host"] and first["heartbeat_at"]
+        assert first["recipe"] == "toy" and first["epochs_planned"] == 2
+        run.log_epoch({"epoch": 1, "loss": 0.5})
+        assert _result(run)["epochs_completed"] == 1  # the heartbeat refreshes the running record
+    done = _result(run)
+    assert done["status"] == "completed" and done["finished_at"] and done["recipe"] == "toy"
+
+
+def test_a_final_status_written_by_the_body_is_kept(tmp_path):
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with run.lifecycle(resume_command="x"):
+        run.write_result("completed", metrics={"auroc": 0.9})
+    assert _result(run)["metrics"] == {"auroc": 0.9}
+
+
+def test_ctrl_c_is_interrupted_with_the_resume_command(tmp_path):
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with pytest.raises(RunInterrupted) as caught:
+        with run.lifecycle(resume_command="kitaeru toy train --resume r"):
+            raise KeyboardInterrupt
+    assert caught.value.exit_code == 130
+    assert "resume with: kitaeru toy train --resume r" in str(caught.value)
+    assert _result(run)["status"] == "interrupted"
+
+
+def test_sigterm_is_an_interruption_too(tmp_path):
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RunInterrupted):
+        with run.lifecycle(resume_command="again"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this at once
+    assert _result(run)["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
+
+
+def test_errors_are_failed_with_the_one_line_message(tmp_path):
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with pytest.raises(DataError):
+        with run.lifecycle(resume_command="x"):
+            raise DataError("images/a.png: not an image")
+    failed = _result(run)
+    assert failed["status"] == "failed" and failed["error"] == "images/a.png: not an image"
+    run2 = RunFolder(tmp_path / "r2", tensorboard=False)
+    with pytest.raises(ZeroDivisionError):
+        with run2.lifecycle(resume_command="x"):
+            1 / 0
+    assert _result(run2)["error"].startswith("ZeroDivisionError: ")
+
+
+def test_used_folders_are_refused_and_names_increment(tmp_path):
+    assert next_run_dir(tmp_path, "train") == tmp_path / "train"
+    (tmp_path / "train").mkdir()
+    assert next_run_dir(tmp_path, "train") == tmp_path / "train"  # empty: reuse
+    (tmp_path / "train" / "training_result.json").write_text("{}")
+    assert next_run_dir(tmp_path, "train") == tmp_path / "train2"
+    assert holds_run(tmp_path / "train")
+    with pytest.raises(ConfigError, match="--resume.*--exist-ok"):
+        refuse_used_run_dir(tmp_path / "train")
+    refuse_used_run_dir(tmp_path / "train", exist_ok=True)
+    weights_only = tmp_path / "w"
+    (weights_only / "weights").mkdir(parents=True)
+    (weights_only / "weights" / "last.pt").write_bytes(b"x")
+    with pytest.raises(ConfigError):
+        refuse_used_run_dir(weights_only)
+    refuse_used_run_dir(tmp_path / "fresh")

@@ -1,0 +1,136 @@
+"""Hostile images are bounded everywhere: the one opener (``data/images.py``) checks pixels,
+aspect ratio and the short side from the header, before decoding or resizing; readers count a
+refused image as a skip, the API answers 400/413 (never a 500, never seconds of work)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from kitaeru.data.images import MAX_ASPECT_RATIO, MIN_SIDE, ImageRejected, check_image_size, open_image
+
+MODES = ["RGB", "L", "1", "P", "RGBA", "LA", "I;16", "I", "F", "CMYK", "PA"]
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _image(mode: str, w: int, h: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    if mode in ("I;16", "I", "F"):
+        dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+        return Image.fromarray(rng.integers(0, 60000, (h, w)).astype(dtype))
+    base = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
+    if mode == "P":
+        return base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    if mode == "PA":
+        image = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        image.info["transparency"] = 0
+        return image
+    return base.convert(mode)
+
+
+def _within_limits(w: int, h: int) -> bool:
+    return min(w, h) >= MIN_SIDE and max(w, h) / min(w, h) <= MAX_ASPECT_RATIO
+
+
+def _format_for(mode: str) -> str:
+    return {"CMYK": "JPEG", "I;16": "PNG", "I": "TIFF", "F": "TIFF", "PA": "PNG"}.get(mode, "PNG")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(w=st.integers(1, 300), h=st.integers(1, 300), mode=st.sampled_from(MODES))
+def test_reader_opens_every_mode_or_refuses_by_size(w, h, mode):
+    data = _encode(_image(mode, w, h), _format_for(mode))
+    if _within_limits(w, h):
+        image = open_image(data, min_side=224)
+        assert image.mode == "RGB" and image.size == (w, h)
+    else:
+        with pytest.raises(ImageRejected):
+            open_image(data)
+
+
+@settings(max_examples=20, deadline=None)
+@given(long=st.integers(5000, 10_000_000), vertical=st.booleans())
+def test_thin_images_are_refused_from_the_header(long, vertical):
+    """1xN / Nx1 up to ten million pixels long: refused before a pixel is decoded."""
+    size = (1, long) if vertical else (long, 1)
+    with pytest.raises(ImageRejected, match="side under"):
+        check_image_size(*size, "thin.png")
+
+
+def test_thin_png_bytes_are_refused_at_once():
+    data = _encode(Image.new("L", (1, 10_000_000)), "PNG")
+    started = time.perf_counter()
+    with pytest.raises(ImageRejected):
+        open_image(data)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_pixel_bombs_are_refused_before_decoding():
+    data = _encode(Image.new("1", (9000, 9000)), "PNG")
+    with pytest.raises(ImageRejected) as refused:
+        open_image(data, max_pixels=64_000_000)
+    assert refused.value.too_large
+
+
+def test_exif_rotated_and_animated_images():
+    image = _image("RGB", 40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    rotated = open_image(_encode(image, "JPEG", exif=exif))
+    assert rotated.size == (20, 40)
+    frames = [_image("RGB", 30, 30, seed) for seed in range(3)]
+    animated = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    assert open_image(animated).size == (30, 30)
+    assert open_image(_encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])).size == (30, 30)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    image = open_image(_encode(Image.fromarray(ramp), "PNG"))
+    grey = np.asarray(image)[..., 0]
+    assert grey.min() == 0 and grey.max() == 255 and len(np.unique(grey)) > 100
+
+
+# ---- the API ------------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(w=st.integers(1, 2000), h=st.integers(1, 2000), mode=st.sampled_from(["RGB", "L", "P", "RGBA", "I;16", "CMYK"]))
+def test_api_decoder_answers_400_413_or_an_image(w, h, mode):
+    from fastapi import HTTPException
+
+    from kitaeru.serve.app import decode_upload
+
+    if w * h > 400_000:  # keep examples cheap: the size check needs the header only
+        w, h = (w, 1) if w > h else (1, h)
+    data = _encode(_image(mode, w, h), _format_for(mode))
+    try:
+        image = decode_upload(data, "q.png", min_side=224)
+    except HTTPException as exc:
+        assert exc.status_code in (400, 413) and not _within_limits(w, h)
+        assert exc.detail.startswith("q.png: ")
+    else:
+        assert _within_limits(w, h) and image.mode == "RGB"
+
+
+def test_api_thin_and_huge_uploads_are_refused_fast():
+    from fastapi import HTTPException
+
+    from kitaeru.serve.app import decode_upload
+
+    for size, status in (((1, 5000), 400), ((1, 10_000_000), 400), ((9000, 9000), 413)):
+        data = _encode(Image.new("1", size), "PNG")
+        started = time.perf_counter()
+        with pytest.raises(HTTPException) as refused:
+            decode_upload(data, "bomb.png", min_side=224)
+        assert refused.value.status_code == status, refused.value.detail
+        assert time.perf_counter() - started < 1.0
