@@ -54,7 +54,7 @@ def plain_arguments(data_yaml: Path, args: argparse.Namespace) -> dict:
     from kitaeru.core.device import resolve_device
     from kitaeru.recipes.detect.config import RECIPE, TrainConfig
     from kitaeru.recipes.detect.plan import plan_detect
-    from kitaeru.recipes.detect.train import ultralytics_arguments
+    from kitaeru.recipes.detect.training import ultralytics_arguments
     from kitaeru.recipes.detect.validate import ultralytics_device
 
     config = load_config(TrainConfig, RECIPE, overrides={

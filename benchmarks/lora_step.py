@@ -84,7 +84,7 @@ def plain_loop(base: Path, items, resolution: int, steps: int, device: str, seed
     from torchvision import transforms
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from kitaeru.recipes.lora.train import load_rgb
+    from kitaeru.recipes.lora.training import load_rgb
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
@@ -144,7 +144,7 @@ def main() -> None:
     from kitaeru.recipes.lora.config import TrainConfig
     from kitaeru.recipes.lora.data import training_items
     from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
-    from kitaeru.recipes.lora.train import train_lora
+    from kitaeru.recipes.lora.training import train_lora
 
     with tempfile.TemporaryDirectory(prefix="kitaeru-bench-") as tmp:
         tmp = Path(tmp)

@@ -54,9 +54,12 @@ CASES = [
     # -- wrong kinds of files
     (["docclass", "export", "--checkpoint", "{t}/notes.txt", "--out", "{t}/out/m.onnx"], "notes.txt"),
     (["docclass", "export", "--checkpoint", "{t}/evil.ckpt", "--out", "{t}/out/m.onnx"], "--trust-checkpoint"),
-    (["index", "search", "--index", "{t}/notes.faiss", "--text", "a"], "notes.faiss"),
+    (["index", "search", "--index", "{t}/notes.faiss", "--text", "a"], "notes.index.parquet"),
     (["index", "build", "--embeddings", "{t}/e.parquet", "--index-out", "{t}/out/x.index"], ".faiss"),
     (["map", "--embeddings", "{t}/notes.txt", "--out", "{t}/out/m.png"], "notes.txt"),
+    (["docclass", "classify", "--model", "{t}/afile", "--bank", "{t}/vectors.npy", "--image", "{t}/afile"], "not a docclass bank"),
+    (["docclass", "classify", "--model", "{t}/afile", "--bank", "{t}/notes.txt", "--image", "{t}/afile"], "not a docclass bank"),
+    (["docclass", "evaluate", "--model", "{t}/notes.txt", "--templates", "{t}/empty"], "notes.txt"),
     # -- unknown keys, choices, combinations
     (["embed", "--image-dir", "{t}/empty", "--out", "{t}/out/e.parquet", "poool=mean"], "poool"),
     (["embed", "--image-dir", "{t}/empty", "--out", "{t}/out/e.parquet", "--pool", "max"], "pool"),
@@ -66,6 +69,21 @@ CASES = [
     (["docclass", "train", "--cfg-name", "no_such_preset"], "no_such_preset"),
     (["docclass", "train", "--config", "{t}/notes.txt"], "notes.txt"),
     (["runs", "--runs", "{t}/empty", "--status", "zombie"], "status"),
+    # -- detect: checkpoints that run code, outputs under a file, devices, numbers
+    (["detect", "train", "-d", "{t}/afile", "--model", "{t}/evil.pt", "-o", "{t}/out"], "--trust-checkpoint"),
+    (["detect", "val", "-d", "{t}/afile", "--model", "{t}/evil.pt", "-o", "{t}/out"], "--trust-checkpoint"),
+    (["detect", "predict", "--model", "{t}/evil.pt", "--source", "{t}/empty", "-o", "{t}/out"], "--trust-checkpoint"),
+    (["detect", "export", "--model", "{t}/evil.pt", "--output", "{t}/out/m.onnx"], "--trust-checkpoint"),
+    (["detect", "train", "-d", "{t}/missing.yaml", "-o", "{t}/out"], "--data-dir"),
+    (["detect", "train", "-d", "{t}/afile", "-o", "{t}/afile/runs"], "is a file"),
+    (["detect", "val", "-d", "{t}/afile", "--model", "{t}/evil.pt", "-o", "{t}/afile/runs"], "is a file"),
+    (["detect", "export", "--model", "{t}/evil.pt", "--output", "{t}/afile/m.onnx"], "is a file"),
+    (["detect", "train", "-d", "{t}/afile", "-o", "{t}/out", "--device", "gpu0"], "--device"),
+    (["detect", "train", "-d", "{t}/afile", "-o", "{t}/out", "--epochs", "0"], "epochs"),
+    (["detect", "train", "--resume", "{t}/empty", "-o", "{t}/out"], "--resume"),
+    (["detect", "predict", "--model", "{t}/evil.pt", "--source", "{t}/missing", "-o", "{t}/out"], "--source"),
+    (["detect", "predict", "--model", "{t}/notes.txt", "--source", "{t}/empty", "-o", "{t}/out"], "notes.txt"),
+    (["detect", "predict", "--model", "{t}/evil.pt", "--source", "{t}/empty", "--conf", "2"], "conf"),
 ]
 
 
@@ -84,6 +102,7 @@ def bad_world(tmp_path):
             return (open, (str(tmp_path / "marker"), "w"))
 
     torch.save({"payload": Code()}, tmp_path / "evil.ckpt")
+    torch.save({"epoch": 1, "model": Code()}, tmp_path / "evil.pt")  # an Ultralytics-looking .pt
     return tmp_path
 
 
@@ -107,3 +126,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, names, bad_world,
     assert "Traceback" not in result.stderr + result.stdout
     assert _snapshot(bad_world) == before, "a refused command left files behind"
     assert not (bad_world / "marker").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["map", "--embeddings", "{t}/afile", "--out", "{t}/afile/m.png"],
+    ["embed", "--image-dir", "{t}/empty", "--out", "{t}/afile/e.parquet"],
+    ["multimodal", "search", "--output-dir", "{t}/missing", "--text", "a"],
+    ["docclass", "export", "--checkpoint", "{t}/afile", "--out", "{t}/afile/m.onnx"],
+    ["detect", "train", "-d", "{t}/missing.yaml", "-o", "{t}/out"],
+    ["detect", "train", "-d", "{t}/afile", "-o", "{t}/afile/runs"],
+])
+def test_refusals_come_in_under_two_seconds(args, bad_world, cli_subprocess):
+    """A fresh process (imports included): the checks run before any heavy library is imported."""
+    import time
+
+    started = time.perf_counter()
+    result = cli_subprocess(*[a.format(t=bad_world) for a in args], timeout=60)
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 2 and result.stderr.startswith("error:"), result.stderr
+    assert elapsed < 2.0 * float(os.environ.get("KITAERU_TIME_SCALE", "1")), f"{elapsed:.1f} s"

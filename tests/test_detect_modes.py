@@ -146,6 +146,12 @@ def test_ctrl_c_exits_130_with_the_resume_command_which_completes(work, coco8, c
     before = json.loads((run_dir / "training_result.json").read_text())
     assert before["status"] == "interrupted" and before["resume_command"] == command
     assert 1 <= before["epochs_completed"] < 4 and before["resource_plan"]["final"]["batch"] == 4
+    # A kill after Ultralytics logged an epoch's validation but before it saved that epoch's
+    # checkpoint leaves a row the checkpoint does not hold: the resume must list that epoch once.
+    theirs_csv = run_dir / "ultralytics_results.csv"
+    rows = theirs_csv.read_text().splitlines()
+    logged = int(float(rows[-1].split(",")[0]))
+    theirs_csv.write_text("\n".join([*rows, ",".join([str(logged + 1), *rows[-1].split(",")[1:]])]) + "\n")
 
     resumed = cli(*shlex.split(command)[1:])
     assert resumed.exit_code == 0, resumed.stderr

@@ -143,13 +143,13 @@ def test_llrd_groups_in_the_result(main_run):
 def test_copy_paste_images_join_training(main_run):
     run_dir, result = main_run
     synthetic = result["synthetic"]
-    # 5 real training images with good labels (4 coco8 + the corrupt one we cannot tell from its label) x 1.0
-    assert synthetic["enabled"] and synthetic["count"] == 5 and synthetic["real_images"] == 5
+    # 4 usable real training images (the corrupt image and the bad label are skipped by the scan) x 1.0
+    assert synthetic["enabled"] and synthetic["count"] == 4 and synthetic["real_images"] == 4
     assert synthetic["objects"] >= 5 and not synthetic["reused_cache"]
     train = yaml.safe_load((run_dir / "data.yaml").read_text())["train"]
     assert isinstance(train, list) and train[1] == synthetic["images_dir"]
     check = result["dataset"]["ultralytics_check"]["train"]
-    assert check["images"] == 11 and check["used"] == 9  # 6 real + 5 synthetic; corrupt + bad label dropped
+    assert check["images"] == 10 and check["used"] == 8  # 6 real + 4 synthetic; corrupt + bad label dropped
 
 
 def test_bad_label_and_corrupt_image_are_counted_skips(main_run):
@@ -158,8 +158,9 @@ def test_bad_label_and_corrupt_image_are_counted_skips(main_run):
     assert skipped["count"] == 2
     reasons = {Path(item["path"]).name: item["reason"] for item in skipped["items"]}
     assert "4 columns" in reasons["badlabel.jpg"]
-    assert "corrupt.jpg" in reasons
+    assert reasons["corrupt.jpg"] == "not an image (cannot identify the file format)"  # never "No module named 'pi_heif'"
     assert result["dataset"]["splits"]["train"]["bad_labels"] == 1
+    assert result["dataset"]["splits"]["train"]["unreadable_images"] == 1
 
 
 def test_onnx_export_matches_pytorch_on_a_real_image(main_run):
@@ -189,7 +190,7 @@ def oom_run(work, coco8):
 
     from kitaeru.core.config import load_config
     from kitaeru.recipes.detect.config import TrainConfig
-    from kitaeru.recipes.detect.train import train_detector
+    from kitaeru.recipes.detect.training import train_detector
 
     fired = []
 
@@ -242,7 +243,7 @@ def test_out_of_memory_without_recovery_is_a_clear_failure(work, coco8):
     from kitaeru.core.config import load_config
     from kitaeru.core.resources import OutOfMemoryGiveUp
     from kitaeru.recipes.detect.config import TrainConfig
-    from kitaeru.recipes.detect.train import train_detector
+    from kitaeru.recipes.detect.training import train_detector
 
     def oom(trainer):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -262,7 +263,7 @@ def test_interrupted_run_resumes_through_the_cli(work, coco8, cli):
     from kitaeru.core.config import load_config
     from kitaeru.core.errors import RunInterrupted
     from kitaeru.recipes.detect.config import TrainConfig
-    from kitaeru.recipes.detect.train import train_detector
+    from kitaeru.recipes.detect.training import train_detector
 
     def stop_at_epoch_2(trainer):
         if trainer.epoch + 1 == 2:

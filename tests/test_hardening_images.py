@@ -134,3 +134,35 @@ def test_api_thin_and_huge_uploads_are_refused_fast():
             decode_upload(data, "bomb.png", min_side=224)
         assert refused.value.status_code == status, refused.value.detail
         assert time.perf_counter() - started < 1.0
+
+
+# ---- readers: a refused image is a counted skip, the rest of the dataset goes on --------------------
+@pytest.fixture
+def hostile_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (128, 96), "red").save(folder / "ok.png")
+    Image.new("L", (1, 5000)).save(folder / "thin.png")
+    Image.new("RGB", (2000, 20)).save(folder / "wide.png")
+    return folder
+
+
+def test_embed_counts_hostile_images_as_skipped(hostile_folder, tmp_path, cli):
+    import json
+
+    r = cli("embed", "--model", "open_clip:ViT-S-32", "--pretrained", "none", "--image-dir", hostile_folder,
+            "--out", tmp_path / "e.parquet", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["embedded"] == 1 and result["skipped_inputs"]["count"] == 2
+    reasons = {item["path"].rsplit("/", 1)[-1]: item["reason"] for item in result["skipped_inputs"]["items"]}
+    assert "side under" in reasons["thin.png"] and "aspect ratio" in reasons["wide.png"]
+
+
+def test_lora_prepare_counts_hostile_images_as_skipped(hostile_folder, tmp_path, cli):
+    import json
+
+    r = cli("lora", "prepare", "--images", hostile_folder, "--output-dir", tmp_path / "prepared", "--json")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["images"] == 1 and len(result["skipped"]) == 2

@@ -172,7 +172,7 @@ def test_out_of_memory_ladder_resumes_from_the_last_checkpoint(tiny, dataset, tm
     import torch
 
     from kitaeru.recipes.lora.config import TrainConfig
-    from kitaeru.recipes.lora.train import train_lora
+    from kitaeru.recipes.lora.training import train_lora
 
     seen = []
 

@@ -40,7 +40,10 @@ def test_recipe_face(name):
     package = importlib.import_module(RECIPE_COMMANDS[name])
     recipe = package.RECIPE
     assert isinstance(recipe, Recipe) and recipe.name == name
+    modules = {p.stem for p in Path(package.__file__).parent.glob("*.py")}
     for mode in recipe.modes:
+        # A submodule named like a mode would replace the entry function on the package once imported.
+        assert mode.name.replace("-", "_") not in modules, f"{name}: module {mode.name}.py shadows the entry function"
         entry = getattr(package, mode.name.replace("-", "_"), None)
         assert entry is mode.run, f"{name}: mode '{mode.name}' must be the package's function {mode.name.replace('-', '_')}()"
         assert mode.examples and all(e.startswith(f"kitaeru {name}") for e in mode.examples), f"{name} {mode.name}: examples"

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "checks": ("kitaeru.cli.checks", "Print device, GPU tier, installed extras, offline weights and library versions."),
     "lora": ("kitaeru.recipes.lora", "Floor-plan LoRA for Stable Diffusion: prepare captions, train with checkpoints and resume, generate plans."),
     "runs": ("kitaeru.recipes.runs", "List training runs and their status; a run whose process died shows as 'died' with its resume command."),
+    "ui": ("kitaeru.recipes.ui", "The dashboard (Streamlit): runs, training curves, start/stop trainings, map & search, floor plans."),
     "sample": ("kitaeru.cli.sample", "Write built-in sample datasets (driving scenes, documents) to a folder."),
 }
 

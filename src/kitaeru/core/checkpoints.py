@@ -6,7 +6,9 @@ objects, and unpickling runs whatever code they name. :func:`load_checkpoint` th
 with ``weights_only=True`` and refuses, in one line that names ``--trust-checkpoint``, a file that
 needs arbitrary unpickling; only with ``trust=True`` (the user's ``--trust-checkpoint``) is it
 loaded fully. Lightning resume (``fit(ckpt_path=...)``) goes through :func:`check_checkpoint`
-first and then passes ``weights_only=not trust`` on.
+first and then passes ``weights_only=not trust`` on. Checkpoints that pickle whole modules
+(Ultralytics ``.pt``) go through :func:`load_model_checkpoint` / :func:`check_model_checkpoint`,
+which let only the named ``nn.Module`` classes into torch's weights-only unpickler.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False, map_locatio
             advice = (f"load it only if you trust its source, with {trust_flag}" if trust_flag
                       else "this command loads only checkpoints that are plain data (tensors, numbers, strings)")
             raise ConfigError(f"{path}: {what} holds pickled objects that could run code when loaded; {advice}") from None
-        raise DataError(f"{path}: not a PyTorch {what} ({_unpickler_reason(exc)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: not a PyTorch {what} ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise DataError(f"{path}: cannot read {what}: not a PyTorch {what} ({_unpickler_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - zip, struct, pickle errors of many kinds: name the file
+        raise DataError(f"{path}: cannot read {what}: not a PyTorch {what} ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def check_checkpoint(path: str | os.PathLike, *, trust: bool = False, what: str = "checkpoint",
@@ -73,3 +75,73 @@ def _unpickler_reason(exc: BaseException) -> str:
             rest = line.split("WeightsUnpickler error:", 1)[-1].strip()
             return (rest or (lines[i + 1] if i + 1 < len(lines) else "unreadable"))[:200]
     return _first_line(exc)
+
+
+def load_model_checkpoint(path: str | os.PathLike, *, trust: bool = False, allow_modules: tuple[str, ...] = (),
+                          allow_names: tuple[str, ...] = (), map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """Load a checkpoint that pickles whole ``nn.Module`` objects (an Ultralytics ``.pt``) without
+    running arbitrary code: every global it names must be a ``torch.nn.Module`` subclass from a module
+    under ``allow_modules`` (``("ultralytics.nn.",)``) or ``torch.nn.modules.``; those classes are
+    allowed into torch's ``weights_only`` unpickler, which still refuses everything else. Any other
+    global (``os.system``, ``builtins.open``, ...) is refused, except plain classes named exactly in
+    ``allow_names`` (data holders such as ``ultralytics.utils.IterableSimpleNamespace``); any other global is refused in one line naming ``--trust-checkpoint``;
+    with ``trust`` the file is loaded fully.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    if trust:
+        return load_checkpoint(path, trust=True, map_location=map_location, what=what)
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as exc:  # noqa: BLE001 - not a zip checkpoint, truncated, ...
+        raise DataError(f"{path}: cannot read {what}: not a PyTorch {what} ({type(exc).__name__}: {_first_line(exc)})") from None
+    prefixes = ("torch.nn.modules.", *allow_modules)
+    classes, refused = [], []
+    for name in names:
+        cls = _module_class(name) if name.startswith(prefixes) else _named_class(name) if name in allow_names else None
+        (classes if cls is not None else refused).append(cls if cls is not None else name)
+    if refused:
+        shown = ", ".join(sorted(refused)[:3]) + (" ..." if len(refused) > 3 else "")
+        raise ConfigError(f"{path}: {what} names code outside the model classes ({shown}), which could run when "
+                          f"loaded; load it only if you trust its source, with {TRUST_FLAG}")
+    with torch.serialization.safe_globals(classes):
+        return load_checkpoint(path, trust=False, map_location=map_location, what=what)
+
+
+def check_model_checkpoint(path: str | os.PathLike, *, trust: bool = False, allow_modules: tuple[str, ...] = (),
+                           allow_names: tuple[str, ...] = (), what: str = "checkpoint") -> None:
+    """:func:`load_model_checkpoint` as a check, before a library (Ultralytics) loads the file itself."""
+    if trust:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: {what} not found")
+        return
+    load_model_checkpoint(path, trust=False, allow_modules=allow_modules, allow_names=allow_names, what=what)
+
+
+def _module_class(dotted: str):
+    """The ``nn.Module`` subclass ``dotted`` names, or None (a function, a missing name, anything else)."""
+    import importlib
+
+    import torch
+
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, torch.nn.Module) else None
+
+
+def _named_class(dotted: str):
+    """The class ``dotted`` names (a caller-listed data holder), or None if it is not a class."""
+    import importlib
+
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return obj if isinstance(obj, type) else None

@@ -206,6 +206,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if len(err["loc"]) == 1 and isinstance(err["loc"][0], str) and err["type"] != "extra_forbidden":
+            loc = f"{loc} (--{loc.replace('_', '-')})"  # the spelling the user typed on the command line
         if err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key")
         elif err["type"] == "missing":

@@ -144,6 +144,12 @@ class SilentRunFolder(RunFolder):
 
         self._started = time.time()
 
+    @property
+    def weights_dir(self) -> Path:  # rank 0 may not have made the run folder yet (torchrun starts all at once)
+        d = self.path / "weights"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
     def save_config(self, config) -> Path:  # noqa: ARG002
         return self.path / "config.yaml"
 

@@ -101,6 +101,8 @@ def quiet_lightning() -> Iterator[None]:
                 r".*does not have many workers.*",
                 r".*number of training batches.*smaller than the logging interval.*",
                 r".*Checkpoint directory .* exists and is not empty.*",  # resume into the same folder
+                # our epoch metrics are computed from all-gathered features, the same on every rank
+                r".*when logging on epoch level in distributed setting to accumulate the metric.*",
             ):
                 warnings.filterwarnings("ignore", message=pattern)
             yield

@@ -23,7 +23,10 @@ from typing import Any, Callable, Optional, Sequence
 
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Path as PathParam, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kitaeru import __version__
 from kitaeru.core.console import info
@@ -37,6 +40,31 @@ TOP_K_MAX = 100
 QUERY_MAX_CHARS = 2000
 # Pixel bound for uploads: a 10 MB PNG of one colour can still decode to gigabytes.
 MAX_UPLOAD_PIXELS = 64_000_000
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error answer (4xx/5xx): one line saying what is wrong and where."""
+
+    detail: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Bad input (not an image, an unsupported query)", 403: "Outside the served folder",
+            404: "Not found", 413: "Too large (bytes or pixels)", 422: "Invalid parameter",
+            503: "Backend not loaded"}
+    return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    """FastAPI's list of problems as one line: ``top_k: Input should be ...; query: Field required``."""
+    parts = []
+    for error in exc.errors():
+        loc = list(error.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where it was, not what
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc)
+        parts.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
 
 
 def create_app(
@@ -82,6 +110,38 @@ def create_app(
     )
     app.state.startup_error = None
     app.state.backend = None
+
+    def openapi_with_the_backends_targets() -> dict[str, Any]:
+        """The schema lists the ``search_in`` values this server's backend accepts (known once it is
+        loaded), so a request the schema allows is one the server accepts."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        backend = getattr(app.state, "backend", None)
+        if backend is not None:
+            for component in schema.get("components", {}).get("schemas", {}).values():
+                field = component.get("properties", {}).get("search_in")
+                if field is not None:
+                    component["properties"]["search_in"] = {
+                        "type": "string", "enum": list(backend.search_targets),
+                        "title": field.get("title", "Search In"), "description": field.get("description", "")}
+            app.openapi_schema = schema  # final once the backend is there
+        return schema
+
+    app.openapi = openapi_with_the_backends_targets  # type: ignore[method-assign]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _one_line_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the detail may quote what the client sent (an id with a newline): keep it one line
+        detail = str(exc.detail).replace("\r", "\\r").replace("\n", "\\n")
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _one_line_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+
     app.state.max_upload_bytes = int(max_upload_bytes)
     app.add_middleware(
         BodySizeLimit,
@@ -107,7 +167,7 @@ def create_app(
     def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.get("/health", summary="Server status and what it searches")
+    @app.get("/health", summary="Server status and what it searches", responses=_errors(503))
     def health(request: Request) -> dict[str, Any]:
         if load_backend is None:
             return {"status": "ok", "version": __version__, "backend": None}
@@ -123,10 +183,11 @@ def create_app(
             **backend.describe(),
         }
 
-    @app.post("/text", summary="Nearest scenes/images to a text query")
+    @app.post("/text", summary="Nearest scenes/images to a text query", responses=_errors(400, 413, 422, 503))
     def search_text(
         request: Request,
-        query: str = Form(..., min_length=1, max_length=QUERY_MAX_CHARS, description="The text to search for."),
+        query: str = Form(..., min_length=1, max_length=QUERY_MAX_CHARS, pattern=r"\S",
+                          description="The text to search for (not only spaces)."),
         top_k: int = Form(5, ge=1, le=TOP_K_MAX, description=f"How many results (1–{TOP_K_MAX})."),
         search_in: Optional[str] = Form(None, description="What to compare with (see /health: search_in); default the first."),
     ) -> dict[str, Any]:
@@ -141,7 +202,7 @@ def create_app(
             raise HTTPException(400, str(exc)) from None
         return _answer({"query": query}, top_k, target, results, started)
 
-    @app.post("/image", summary="Nearest scenes/images to an uploaded image")
+    @app.post("/image", summary="Nearest scenes/images to an uploaded image", responses=_errors(400, 413, 422, 503))
     def search_image(
         request: Request,
         file: UploadFile = File(..., description="The query image (JPEG, PNG, ...; at most 10 MB)."),
@@ -162,7 +223,9 @@ def create_app(
             raise HTTPException(400, str(exc)) from None
         return _answer({"filename": file.filename}, top_k, target, results, started)
 
-    @app.get("/vector_db", summary="The multimodal vector DB (versioned shape)")
+    @app.get("/vector_db", summary="The multimodal vector DB (versioned shape)", responses={
+        200: {"description": "The vector DB", "content": {"application/json": {"schema": {"type": "object"}}}},
+        **_errors(404, 503)})
     def vector_db(request: Request) -> Response:
         backend = backend_of(request)
         try:
@@ -173,7 +236,9 @@ def create_app(
         except VectorDbUnavailable as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.get("/image/{item_id}", summary="The image of a search result (from the served data folder only)")
+    @app.get("/image/{item_id}", summary="The image of a search result (from the served data folder only)", responses={
+        200: {"description": "The image file", "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+        **_errors(403, 404, 422, 503)})
     def item_image(
         request: Request,
         item_id: str = PathParam(..., max_length=512, description="A result's id (or a scene_id)."),

@@ -48,10 +48,14 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
         seed: int
 
     router = APIRouter()
+    # the same one-line error body as the search API (kitaeru.serve.app.ErrorBody)
+    error = {"content": {"application/json": {"schema": {
+        "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}}
 
     # A plain ``def``: FastAPI runs it in its thread pool, so a long generation never blocks the
     # event loop, and the lock below is what keeps a second request from starting a second one.
-    @router.post("/api/generate-floor-plan", response_model=Answer)
+    @router.post("/api/generate-floor-plan", response_model=Answer, responses={
+        422: {"description": "Invalid parameter", **error}, 429: {"description": "Busy generating", **error}})
     def generate_floor_plan(request: Request) -> Answer:  # type: ignore[valid-type]
         if not lock.acquire(blocking=False):
             raise HTTPException(status_code=429, detail="a floor plan is being generated; try again shortly")
@@ -71,7 +75,9 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
         return Answer(imageUrl=f"{image_route}/{name}", width=request.width, height=request.height,
                       steps=request.steps, seed=seed)
 
-    @router.get(image_route + "/{name}")
+    @router.get(image_route + "/{name}", responses={
+        200: {"description": "The floor plan", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        404: {"description": "Not found", **error}, 422: {"description": "Invalid parameter", **error}})
     def floor_plan_image(name: str):
         if not IMAGE_NAME.match(name) or not (image_dir / name).is_file():
             raise HTTPException(status_code=404, detail="no such floor plan")

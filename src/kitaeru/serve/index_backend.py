@@ -9,6 +9,7 @@ image space.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -94,7 +95,7 @@ class IndexBackend(SearchBackend):
     def describe(self) -> dict[str, Any]:
         info = self.index.info
         return {
-            "index": self.source,
+            "index": Path(self.source).name if "://" not in str(self.source) else self.source,
             "index_type": info.type,
             "metric": info.metric,
             "score": "inner product (cosine for normalised vectors; higher is closer)" if info.metric == "ip"
@@ -103,7 +104,7 @@ class IndexBackend(SearchBackend):
             "pretrained": self.encoder.pretrained,
             "pool": self.encoder.pool,
             "dim": int(self.index.dim),
-            "data_dir": str(self.image_root.root) if self.image_root.root else None,
+            "data_dir": Path(str(self.image_root.root)).name if self.image_root.root else None,  # a name, not a server path
         }
 
     def search_text(self, query: str, top_k: int, target: str) -> list[dict[str, Any]]:

@@ -94,13 +94,14 @@ class MultimodalBackend(SearchBackend):
     def describe(self) -> dict[str, Any]:
         info = self.encoder.info
         return {
-            "output_dir": str(self.db_path.parent),
+            # names, never absolute server paths: what is served is the client's business, where it lives is not
+            "output_dir": self.db_path.parent.name,
             "vector_db_version": self.db.version,
             "score": "cosine similarity (higher is closer)",
             "text_encoder": info.get("text_encoder"),
             "image_encoder": info.get("image_encoder"),
             "dim": int(self.encoder.embed_dim),
-            "data_dir": str(self.image_root.root) if self.image_root.root else None,
+            "data_dir": Path(str(self.image_root.root)).name if self.image_root.root else None,
         }
 
     def search_text(self, query: str, top_k: int, target: str) -> list[dict[str, Any]]:
@@ -146,9 +147,15 @@ class MultimodalBackend(SearchBackend):
         return str(self.records[row]["image_path"])
 
     def vector_db_file(self) -> Path | None:
-        return self.db_path if self.versioned_on_disk else None
+        return None  # always served through vector_db(): the file names absolute server paths
 
     def vector_db(self) -> bytes:
-        if self._converted is None:  # the legacy flat list: converted once, on first request
-            self._converted = json.dumps(self.db.to_dict(), ensure_ascii=False).encode("utf-8")
+        """The versioned DB (a legacy flat list converted), with server paths reduced to folder names;
+        built once, on first request."""
+        if self._converted is None:
+            text = json.dumps(self.db.to_dict(), ensure_ascii=False)
+            for folder in {str(v) for v in (self.db.extra.get("data_dir"), self.image_root.root, self.db_path.parent) if v}:
+                if "://" not in folder and Path(folder).is_absolute():
+                    text = text.replace(json.dumps(folder)[1:-1], Path(folder).name)
+            self._converted = text.encode("utf-8")
         return self._converted

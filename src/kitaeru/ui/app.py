@@ -240,7 +240,9 @@ def page_map(roots: R.Roots) -> None:
                 "`kitaeru map --embeddings ... --json-out coords.json` into a run folder.")
         return
     labels = [s.name for s in sources]
-    source = sources[labels.index(st.selectbox("Map", labels, key="map-source"))]
+    pick, paint = st.columns(2)
+    with pick:
+        source = sources[labels.index(st.selectbox("Map", labels, key="map-source"))]
     try:
         data = _load_map(source.kind, str(source.path), str(source.root), source.path.stat().st_mtime)
     except (ValueError, OSError) as exc:
@@ -251,7 +253,9 @@ def page_map(roots: R.Roots) -> None:
     columns = list(data.columns)
     default = M.default_colour_column(data)
     options = ["(none)"] + columns
-    colour = st.selectbox("Colour by", options, index=options.index(default) if default in options else 0, key="map-colour")
+    with paint:
+        colour = st.selectbox("Colour by", options, index=options.index(default) if default in options else 0,
+                              key="map-colour")
     hits = search_panel(source, roots, data)
     hit_rows = M.hits_to_rows(hits, data)
 
@@ -288,7 +292,7 @@ def page_map(roots: R.Roots) -> None:
     st.caption(f"{len(data)} points. Drag a lasso or a box to see the images of the selected points.")
     event = st.plotly_chart(fig, width="stretch", key="map-chart", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
-    selected = _selected_rows(event, trace_rows)
+    selected = M.selected_rows(event, trace_rows)
     if selected:
         st.subheader(f"Selected: {len(selected)} points")
         gallery(image_roots, data, selected[:MAX_GALLERY])
@@ -303,19 +307,6 @@ def page_map(roots: R.Roots) -> None:
     with st.expander("Hover thumbnails (interactive HTML view)"):
         if st.toggle("Show the map with image thumbnails on hover", key="hover-html"):
             hover_view(image_roots, data, colour if colour != "(none)" else None)
-
-
-def _selected_rows(event: Any, trace_rows: list[list[int]]) -> list[int]:
-    try:
-        points = event.selection.points if event else []
-    except AttributeError:
-        points = (event or {}).get("selection", {}).get("points", [])
-    rows = []
-    for p in points or []:
-        curve, index = p.get("curve_number"), p.get("point_index")
-        if curve is not None and index is not None and curve < len(trace_rows) and index < len(trace_rows[curve]):
-            rows.append(trace_rows[curve][index])
-    return list(dict.fromkeys(rows))
 
 
 def gallery(roots: R.Roots, data: M.MapData, rows: list[int]) -> None:
@@ -338,11 +329,11 @@ def search_panel(source: M.MapSource, roots: R.Roots, data: M.MapData) -> list[d
             return []
         backend_kind, backend_path = "index", choice
     with st.form("search"):
-        left, right = st.columns([3, 2])
+        left, right, count = st.columns([4, 3, 1])
         text = left.text_input("Text search", key="search-text", placeholder="night, heavy rain, city street")
         upload = right.file_uploader("or an image", type=["jpg", "jpeg", "png", "webp"], key="search-image")
-        top_k = st.slider("results", 1, 50, 5, key="search-k")
-        go_search = st.form_submit_button("Search")
+        top_k = count.number_input("results", 1, 100, 5, key="search-k")
+        go_search = left.form_submit_button("Search")
     if not go_search or not (text.strip() or upload is not None):
         return st.session_state.get("hits", []) if st.session_state.get("hits-for") == str(source.path) else []
     try:
@@ -405,7 +396,8 @@ def page_floorplans(roots: R.Roots) -> None:
         st.info("No LoRA run yet (kitaeru lora train).")
         return
     names = [r.name for r in runs]
-    run = runs[names.index(st.selectbox("LoRA run", names, key="fp-run"))]
+    with_images = [i for i, r in enumerate(runs) if R.validation_images(r.path)]
+    run = runs[names.index(st.selectbox("LoRA run", names, index=with_images[0] if with_images else 0, key="fp-run"))]
     images = R.validation_images(run.path)
     st.subheader("Validation images over training")
     if not images:
@@ -420,7 +412,7 @@ def page_floorplans(roots: R.Roots) -> None:
             with cols[n % len(cols)]:
                 _show_image(roots, path, path.name, width=160)
     st.subheader("Generate")
-    adapters = R.adapters(runs)
+    adapters = R.adapters([run] + [r for r in runs if r is not run])  # the chosen run's adapters first
     if not adapters:
         st.info("No adapter in these runs yet.")
         return

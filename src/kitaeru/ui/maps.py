@@ -11,7 +11,6 @@ Two kinds of map under the roots, both with coordinates already computed (nothin
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,13 +187,10 @@ def _document_points(path: Path) -> MapData:
 
 
 def default_colour_column(data: MapData) -> str | None:
-    """A metadata column with a few categories (weather, time, location ...), else None."""
-    preferred = ("weather", "time", "location", "road", "label", "class", "category")
-    usable = [c for c, values in data.columns.items() if 1 < len({str(v) for v in values}) <= 20]
-    for name in preferred:
-        if name in usable:
-            return name
-    return usable[0] if usable else None
+    """The column ``kitaeru map`` colours by when none is named (weather, time, location, ...)."""
+    from kitaeru.viz.map_figures import default_colour_column as choose
+
+    return choose(data.columns)
 
 
 def sample_indices(n: int, limit: int, seed: int = 0) -> list[int]:
@@ -239,5 +235,15 @@ def image_bytes(roots: Roots, path: str | None) -> bytes | None:
         return None
 
 
-def map_document(data: MapData) -> str:
-    return json.dumps({"n_points": len(data)})
+def selected_rows(event: Any, trace_rows: list[list[int]]) -> list[int]:
+    """Map rows of a plotly selection event (``trace_rows[curve][point_index]`` is the row)."""
+    try:
+        points = event.selection.points if event else []
+    except AttributeError:
+        points = (event or {}).get("selection", {}).get("points", [])
+    rows = []
+    for p in points or []:
+        curve, index = p.get("curve_number"), p.get("point_index")
+        if curve is not None and index is not None and 0 <= curve < len(trace_rows) and 0 <= index < len(trace_rows[curve]):
+            rows.append(trace_rows[curve][index])
+    return list(dict.fromkeys(rows))

@@ -53,6 +53,21 @@ def colouring(column: str | None, values: Sequence[Any] | None, n: int) -> Colou
     return Colouring(column, "categorical", categories, labels=labels)
 
 
+# Metadata worth colouring a map by, in order of preference, when the user names none.
+PREFERRED_COLOUR_COLUMNS = ("weather", "time", "location", "road", "label", "class", "category", "cluster")
+NOT_COLOUR_COLUMNS = ("path", "text", "description", "scene_id", "image_path", "image_url", "id", "label_text")
+
+
+def default_colour_column(columns: dict[str, Sequence[Any]]) -> str | None:
+    """A metadata column with 2 to ``MAX_CATEGORIES`` distinct values (a preferred name first), else None."""
+    usable = [name for name, values in columns.items() if name not in NOT_COLOUR_COLUMNS
+              and 1 < len({str(v) for v in values}) <= MAX_CATEGORIES]
+    for name in PREFERRED_COLOUR_COLUMNS:
+        if name in usable:
+            return name
+    return usable[0] if usable else None
+
+
 def marker_size(n: int) -> float:
     """Scatter marker area for ``n`` points: big for a few scenes, fine dust for 100k images."""
     return float(min(30.0, max(0.5, 20_000.0 / max(n, 1))))

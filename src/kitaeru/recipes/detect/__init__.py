@@ -2,7 +2,7 @@
 
 The story of a detector, in the order a user meets it:
 
-1. **train** (:func:`train`, :mod:`.train`): the ``data.yaml`` and every label file are checked
+1. **train** (:func:`train`, :mod:`.training`): the ``data.yaml`` and every label file are checked
    (:mod:`.dataset`); copy-paste synthetic images are added when objects and backgrounds are given
    (:mod:`.copy_paste`); the GPU tier (or ``--gpu-tier``) and free GPU memory decide model, batch
    size, image size, workers, cache, epochs and patience unless set (:mod:`.plan`); Ultralytics
@@ -13,9 +13,9 @@ The story of a detector, in the order a user meets it:
    ends it ``interrupted`` with the command that resumes it.
 2. **val** (:func:`val`, :mod:`.validate`): mAP50, mAP50-95, precision and recall of a model on a
    split.
-3. **predict** (:func:`predict`, :mod:`.predict`): a ``.pt`` or exported ``.onnx`` over images;
+3. **predict** (:func:`predict`, :mod:`.prediction`): a ``.pt`` or exported ``.onnx`` over images;
    annotated images and YOLO txt labels.
-4. **export** (:func:`export`, :mod:`.export`): ONNX, checked against PyTorch with onnxruntime on
+4. **export** (:func:`export`, :mod:`.onnx_export`): ONNX, checked against PyTorch with onnxruntime on
    a real image.
 
 Ultralytics runs offline and private (:mod:`.ultralytics_env`, which also lists every patch
@@ -39,11 +39,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
         return val(val_config_from_train(config))
     if config.resume:
-        from .train import resume_detector
+        from .training import resume_detector
 
         given = config.model_dump(exclude_defaults=True)
         return resume_detector(config.resume, given).result
-    from .train import train_detector
+    from .training import train_detector
 
     return train_detector(config).result
 
@@ -57,14 +57,14 @@ def val(config: ValConfig) -> dict[str, Any]:
 
 def predict(config: PredictConfig) -> dict[str, Any]:
     """Detect objects in images; write annotated images and YOLO txt labels."""
-    from .predict import predict_images
+    from .prediction import predict_images
 
     return predict_images(config)
 
 
 def export(config: ExportConfig) -> dict[str, Any]:
     """Export trained weights to ONNX, checked with onnxruntime."""
-    from .export import export_model
+    from .onnx_export import export_model
 
     return export_model(config)
 
@@ -75,7 +75,7 @@ def _check_train(config: TrainConfig) -> None:
 
         check_val(val_config_from_train(config))
         return
-    from .train import check_train
+    from .training import check_train
 
     check_train(config)
 
@@ -87,13 +87,13 @@ def _check_val(config: ValConfig) -> None:
 
 
 def _check_predict(config: PredictConfig) -> None:
-    from .predict import check_predict
+    from .prediction import check_predict
 
     check_predict(config)
 
 
 def _check_export(config: ExportConfig) -> None:
-    from .export import check_export
+    from .onnx_export import check_export
 
     check_export(config)
 
@@ -102,7 +102,7 @@ def _summary(module: str):
     def show(result: dict[str, Any]) -> None:
         import importlib
 
-        if result.get("split") and module == "train":  # train --validate-only
+        if result.get("split") and module == "training":  # train --validate-only
             importlib.import_module(f"{__name__}.validate").print_summary(result)
             return
         importlib.import_module(f"{__name__}.{module}").print_summary(result)
@@ -125,7 +125,7 @@ RECIPE = Recipe(
                 "kitaeru detect train -d data.yaml --cfg-name competition --llrd --export onnx",
                 "kitaeru detect train --resume models/finetuned/train",
             ],
-            summary=_summary("train"), check=_check_train, presets=True, passthrough_field="ultralytics",
+            summary=_summary("training"), check=_check_train, presets=True, passthrough_field="ultralytics",
             preset_switches={"fast": "fast"},
         ),
         Mode(
@@ -141,13 +141,13 @@ RECIPE = Recipe(
                  "<output-dir>/predict.",
             examples=["kitaeru detect predict --model models/finetuned/train/weights/best.pt --source images/",
                       "kitaeru detect predict --model best.onnx --source photo.jpg --conf 0.4"],
-            summary=_summary("predict"), check=_check_predict, passthrough_field="ultralytics",
+            summary=_summary("prediction"), check=_check_predict, passthrough_field="ultralytics",
         ),
         Mode(
             "export", ExportConfig, export,
             help="Export trained weights to ONNX and check onnxruntime against PyTorch on a real image.",
             examples=["kitaeru detect export --model models/finetuned/train/weights/best.pt --format onnx"],
-            summary=_summary("export"), check=_check_export,
+            summary=_summary("onnx_export"), check=_check_export,
         ),
     ],
 )

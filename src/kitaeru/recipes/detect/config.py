@@ -20,9 +20,10 @@ Ultralytics argument wins over it. Light imports only: the CLI imports this modu
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kitaeru.core.config import RecipeConfig, setting
 from kitaeru.core.device import GpuTier
@@ -136,9 +137,35 @@ def _image_size(default_from: str):
     return setting(None, f"Image size in pixels, square (default: {default_from}).", aliases=["imgsz"], ge=32)
 
 
-_DEVICE = "Device: auto|cuda|cuda:N|mps|cpu."
+_DEVICE = ("Device: auto|cpu|mps|cuda|cuda:N, or Ultralytics' GPU list: 0,1 (DDP on those GPUs; train only), "
+           "-1 (the most idle GPU), -1,-1 (the two most idle).")
+_TRUST = ("Load a .pt that names code outside the Ultralytics model classes (it can run code; only for files you "
+          "trust).")
+_GPU_LIST = re.compile(r"^(-1|\d+)(,(-1|\d+))*$")
+_DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def is_gpu_list(device: str) -> bool:
+    """Whether ``device`` is one of Ultralytics' own GPU strings (``0``, ``0,1``, ``-1``, ``-1,-1``)."""
+    return bool(_GPU_LIST.match(str(device).replace(" ", "")))
+
+
+def check_device(device: str) -> None:
+    """Refuse (one line naming ``--device``) a value neither torch's names nor Ultralytics' GPU list;
+    whether the GPUs exist is checked when torch is loaded (:func:`.validate.resolve_detect_device`)."""
+    from kitaeru.core.errors import ConfigError
+
+    value = str(device).strip().lower()
+    if not (_DEVICE_NAMES.match(value) or is_gpu_list(value)):
+        raise ConfigError(f"--device {device}: expected auto, cpu, mps, cuda, cuda:N, or GPU indices such as 0,1 "
+                          "(-1 = the most idle GPU)")
 _OFFLINE = "Keep Ultralytics offline: no downloads (fonts, AMP-check weights, named weights)."
 _HOME = "Use Ultralytics' settings file in your home instead of kitaeru's private one."
+
+
+def _device_text(value: Any) -> Any:
+    """``device=0`` / ``device=-1`` (Ultralytics' spelling, a YAML number) as the string ``"0"`` / ``"-1"``."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class TrainConfig(RecipeConfig):
@@ -184,11 +211,17 @@ class TrainConfig(RecipeConfig):
     export: Optional[Literal["onnx"]] = setting(None, "Export best.pt after training, checked with onnxruntime.")
     export_tolerance: float = setting(1e-2, "Largest acceptable onnxruntime-vs-PyTorch difference of the export.", gt=0)
     seed: int = setting(0, "Random seed handed to Ultralytics.")
+    trust_checkpoint: bool = setting(False, _TRUST)
     offline: bool = setting(True, _OFFLINE)
     ultralytics_home_settings: bool = setting(False, _HOME)
     train: TrainSettings = setting(default_factory=TrainSettings, description="Ultralytics' other training settings.")
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics training arguments "
                                                                             "(any key=value that is not a setting).")
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_as_text(cls, value: Any) -> Any:
+        return _device_text(value)
 
     def plan_value(self, key: str) -> Any:
         """The value set for a plan knob (Ultralytics' name), or None."""
@@ -211,10 +244,16 @@ class ValConfig(RecipeConfig):
     device: str = setting("auto", _DEVICE)
     export: Optional[Literal["onnx"]] = setting(None, "Also export the model, checked with onnxruntime.")
     export_tolerance: float = setting(1e-2, "Largest acceptable onnxruntime-vs-PyTorch difference of the export.", gt=0)
+    trust_checkpoint: bool = setting(False, _TRUST)
     offline: bool = setting(True, _OFFLINE)
     ultralytics_home_settings: bool = setting(False, _HOME)
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics validation arguments "
                                                                             "(conf, iou, max_det, half, rect).")
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_as_text(cls, value: Any) -> Any:
+        return _device_text(value)
 
 
 class PredictConfig(RecipeConfig):
@@ -231,10 +270,16 @@ class PredictConfig(RecipeConfig):
     save_txt: bool = setting(True, "Write YOLO txt labels (class cx cy w h, normalised) under labels/.")
     save_conf: bool = setting(False, "Add the confidence as a sixth column of the txt labels.")
     device: str = setting("auto", _DEVICE)
+    trust_checkpoint: bool = setting(False, _TRUST)
     offline: bool = setting(True, _OFFLINE)
     ultralytics_home_settings: bool = setting(False, _HOME)
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics prediction arguments "
                                                                             "(classes, agnostic_nms, line_width, ...).")
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_as_text(cls, value: Any) -> Any:
+        return _device_text(value)
 
 
 class ExportConfig(RecipeConfig):
@@ -251,5 +296,6 @@ class ExportConfig(RecipeConfig):
     image: Optional[str] = setting(None, "An image for the parity check (wins over --data-dir).")
     tolerance: float = setting(1e-2, "Largest acceptable onnxruntime-vs-PyTorch difference.",
                                aliases=["export-tolerance"], gt=0)
+    trust_checkpoint: bool = setting(False, _TRUST)
     offline: bool = setting(True, _OFFLINE)
     ultralytics_home_settings: bool = setting(False, _HOME)

@@ -7,9 +7,13 @@ Checks, each a one-line :class:`DataError` naming the file and field:
 * a relative ``path:`` is resolved against the YAML's own folder (Ultralytics would resolve it
   against its global datasets folder, which surprises users); no ``path:`` means that folder.
 
-Label files are checked line by line (column count, integer class id in range, coordinates
-normalised): a bad label file makes its image a *counted skip* (Ultralytics drops such images too),
-listed with the reason; a split with no usable image at all is an error.
+Images are opened (header and :meth:`~PIL.Image.Image.verify`, with PIL's own opener
+:func:`kitaeru.data.images.pil_open` and the size limits of :func:`kitaeru.data.images.check_image_size`):
+an unreadable image is a *counted skip* with its reason, and a split whose every image is unreadable
+is an error before any run folder exists. Label files are checked line by line (column count,
+integer class id in range, coordinates normalised): a bad label file makes its image a *counted
+skip* (Ultralytics drops such images too), listed with the reason; a split with no usable image at
+all is an error.
 
 :func:`write_resolved_yaml` writes the absolute-path copy that Ultralytics is given (the
 ``download:`` key is dropped so nothing is ever fetched or executed).
@@ -37,6 +41,8 @@ class LabelProblem:
     reason: str
 
     def as_skip(self) -> dict[str, str]:
+        if self.label == self.image:  # the image itself is unreadable
+            return {"path": self.image, "reason": self.reason}
         return {"path": self.image, "reason": f"{self.label}: {self.reason}"}
 
 
@@ -51,10 +57,11 @@ class SplitSummary:
     missing_labels: int = 0
     instances: int = 0
     problems: list[LabelProblem] = field(default_factory=list)
+    unreadable: list[LabelProblem] = field(default_factory=list)
 
     @property
     def usable(self) -> int:
-        return self.images - len(self.problems)
+        return self.images - len(self.problems) - len(self.unreadable)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +72,7 @@ class SplitSummary:
             "missing_labels": self.missing_labels,
             "instances": self.instances,
             "bad_labels": len(self.problems),
+            "unreadable_images": len(self.unreadable),
         }
 
 
@@ -88,7 +96,7 @@ class YoloDataset:
 
     @property
     def problems(self) -> list[LabelProblem]:
-        return [p for s in self.summaries.values() for p in s.problems]
+        return [p for s in self.summaries.values() for p in (*s.unreadable, *s.problems)]
 
 
 def load_data_yaml(path: str | os.PathLike) -> YoloDataset:
@@ -232,8 +240,39 @@ def check_label_text(text: str, nc: int) -> tuple[int, str | None]:
     return len(rows), None
 
 
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+NOT_AN_IMAGE = "not an image (cannot identify the file format)"
+
+
+def image_problem(image: Path) -> str | None:
+    """Why ``image`` cannot be used (unreadable, corrupt, outside the size limits), or None.
+
+    PIL's own opener is used (:func:`~kitaeru.data.images.pil_open`): Ultralytics' replacement of
+    ``Image.open`` would answer a corrupt file with "No module named 'pi_heif'".
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from kitaeru.data.images import ImageRejected, check_image_size, pil_open
+
+    try:
+        with pil_open(image) as im:
+            check_image_size(*im.size, str(image))
+            im.verify()
+    except ImageRejected as exc:
+        return str(exc).split(": ", 1)[-1]
+    except UnidentifiedImageError:
+        return NOT_AN_IMAGE
+    except ImportError:  # a format plugin that is not installed: to the user, not an image they can use
+        return NOT_AN_IMAGE
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"cannot read image ({text[:200]})"
+    return None
+
+
 def check_labels(dataset: YoloDataset, splits: Iterable[str] = ("train", "val")) -> dict[str, SplitSummary]:
-    """Check every label file of ``splits``; bad files become counted problems. Empty splits are errors."""
+    """Check every image and label file of ``splits``; bad ones become counted problems. Empty
+    splits, and splits whose every image is unreadable, are errors."""
     for split in splits:
         if split not in dataset.splits:
             continue
@@ -241,6 +280,10 @@ def check_labels(dataset: YoloDataset, splits: Iterable[str] = ("train", "val"))
         for image in dataset.images(split):
             summary.images += 1
             label = label_path_for(image)
+            unreadable = image_problem(image)
+            if unreadable:
+                summary.unreadable.append(LabelProblem(str(image), str(image), unreadable))
+                continue
             if not label.is_file():
                 summary.missing_labels += 1
                 continue
@@ -260,6 +303,10 @@ def check_labels(dataset: YoloDataset, splits: Iterable[str] = ("train", "val"))
         if summary.images == 0:
             where = ", ".join(str(s) for s in summary.sources)
             raise DataError(f"{dataset.yaml_path}: {split}: no images found in {where}")
+        if len(summary.unreadable) == summary.images:
+            first = summary.unreadable[0]
+            raise DataError(f"{dataset.yaml_path}: every {SPLIT_WORDS.get(split, split)} image is unreadable "
+                            f"({summary.images} skipped, e.g. {first.image}: {first.reason})")
         if summary.usable == 0:
             first = summary.problems[0]
             raise DataError(

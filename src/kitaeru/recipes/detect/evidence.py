@@ -222,4 +222,7 @@ def _cache_messages(dataset) -> list[str]:
 
 def _short(message: str, path: str) -> str:
     text = message.split(path, 1)[-1].lstrip(": ").strip()
+    if "No module named" in text:
+        # Ultralytics' Image.open tries a HEIF plugin on any file PIL cannot identify
+        return "not an image (cannot identify the file format)"
     return text[:300] or message[:300]

@@ -92,3 +92,47 @@ def model_scale(spec: str) -> str | None:
     """The size letter (n/s/m/l/x) of anything named like yolov8m(.pt/.yaml), else None."""
     match = re.search(r"yolov8([nslmx])", Path(str(spec)).name)
     return match.group(1) if match else None
+
+
+# ---- checkpoints are data: what an Ultralytics .pt may name when loaded without --trust-checkpoint ----
+
+# Ultralytics pickles whole models: its nn.Module classes (and torch's) are let into torch's
+# weights-only unpickler, nothing else ...
+ALLOW_MODULES = ("ultralytics.nn.",)
+# ... except these plain data holders, named exactly (an unfinished run's last.pt keeps its training
+# arguments as an IterableSimpleNamespace; found with torch.serialization.get_unsafe_globals_in_checkpoint).
+ALLOW_NAMES = ("ultralytics.utils.IterableSimpleNamespace",)
+
+
+def load_weights(path: str | Path, *, trust: bool = False, what: str = "--model checkpoint"):
+    """Load an Ultralytics ``.pt`` as data; a file that names other code is refused in one line
+    naming ``--trust-checkpoint`` (with ``trust``: loaded fully, as Ultralytics does)."""
+    from kitaeru.core.checkpoints import load_model_checkpoint
+
+    return load_model_checkpoint(path, trust=trust, allow_modules=ALLOW_MODULES, allow_names=ALLOW_NAMES, what=what)
+
+
+_CHECKED: dict[tuple[str, int, int], bool] = {}
+
+
+def check_weights(path: str | Path, *, trust: bool = False, what: str = "--model checkpoint") -> None:
+    """:func:`load_weights` as a check, before Ultralytics (which unpickles with ``weights_only=False``)
+    loads a user's file; a file already checked unchanged in this process is not read again."""
+    from kitaeru.core.checkpoints import check_model_checkpoint
+
+    file = Path(path)
+    try:
+        stat = file.stat()
+        key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = None
+    if trust or key is None or key not in _CHECKED:
+        check_model_checkpoint(path, trust=trust, allow_modules=ALLOW_MODULES, allow_names=ALLOW_NAMES, what=what)
+        if key is not None and not trust:
+            _CHECKED[key] = True
+
+
+def check_user_weights(spec: str | None, *, trust: bool = False, what: str = "--model checkpoint") -> None:
+    """Check ``--model`` early when it names an existing ``.pt`` file (before any dataset is read)."""
+    if spec and Path(spec).expanduser().suffix.lower() == ".pt" and Path(spec).expanduser().is_file():
+        check_weights(Path(spec).expanduser(), trust=trust, what=what)

@@ -35,8 +35,8 @@ from kitaeru.core.run import RunFolder
 
 from .config import IMAGE_SIZES, MODEL_CHAIN, TrainConfig
 from .evidence import FINAL_METRICS, ULTRALYTICS_CSV, Attempt, EvidenceCallbacks, TrainingState
-from .model_source import resolve_model
-from .validate import ultralytics_device
+from .model_source import check_weights, load_weights, resolve_model
+from .validate import ultralytics_device_arg
 
 BEST, LAST = "weights/best.pt", "weights/last.pt"
 # Arguments Ultralytics lets a resumed run change (the ladder's knobs among them).
@@ -65,14 +65,16 @@ def detect_ladder() -> tuple[Callable, ...]:
     return (halve_batch(4), smaller_image(IMAGE_SIZES), disable_cache(), fewer_workers(), named_model_step())
 
 
-def checkpoint_is_resumable(path: Path) -> tuple[bool, int]:
-    """Whether ``last.pt`` holds an unfinished run (epoch and optimizer kept), and its epoch (1-based)."""
-    import torch
+def checkpoint_is_resumable(path: Path, *, trust: bool = False) -> tuple[bool, int]:
+    """Whether ``last.pt`` holds an unfinished run (epoch and optimizer kept), and its epoch (1-based).
 
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say which and why
-        raise DataError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    Loaded as data (:func:`.model_source.load_weights`): a file that names code outside the
+    Ultralytics model classes is refused (:class:`ConfigError` naming ``--trust-checkpoint``)
+    unless ``trust``; an unreadable one is a :class:`DataError`.
+    """
+    ckpt = load_weights(path, trust=trust, what="checkpoint")
+    if not isinstance(ckpt, dict):
+        raise DataError(f"{path}: not an Ultralytics checkpoint (a {type(ckpt).__name__}, not a dict)")
     epoch = int(ckpt.get("epoch", -1))
     return (epoch >= 0 and ckpt.get("optimizer") is not None), epoch + 1
 
@@ -165,7 +167,8 @@ class TrainingSession:
         last = self.run.path / LAST
         same_model = self.state.trained_model == plan["model"]
         try:
-            resumable, ckpt_epoch = checkpoint_is_resumable(last) if last.is_file() else (False, 0)
+            resumable, ckpt_epoch = (checkpoint_is_resumable(last, trust=self.config.trust_checkpoint)
+                                     if last.is_file() else (False, 0))
         except DataError as exc:
             warn(f"{exc}; starting this attempt afresh")
             resumable, ckpt_epoch = False, 0
@@ -183,6 +186,8 @@ class TrainingSession:
             source = resolve_model(plan["model"], offline=self.config.offline)
             if source.note:
                 warn(source.note)
+            if source.kind == "weights":
+                check_weights(source.load, trust=self.config.trust_checkpoint, what="--model checkpoint")
             yolo_source = source.load
             self.fields["model_source"] = source.as_dict()
             args = self._fresh_args(plan)
@@ -243,7 +248,8 @@ class TrainingSession:
             self.state.last_epoch = 0
 
     def _common_args(self, plan: Plan) -> dict[str, Any]:
-        device = self.config.ultralytics.get("device") or ultralytics_device(self.resource_plan["device"]["device"])
+        # a GPU list (--device 0,1) goes to Ultralytics as written: its own DDP launcher trains on those GPUs
+        device = ultralytics_device_arg(self.config.device, self.resource_plan["device"]["device"])
         return {
             "data": str(self.data_yaml),
             "batch": int(plan["batch"]),
@@ -290,7 +296,7 @@ class TrainingSession:
 
     # ---- export and TensorBoard ------------------------------------------------------------
     def _export(self) -> None:
-        from .export import export_with_parity
+        from .onnx_export import export_with_parity
 
         best = self.run.path / BEST
         weights = best if best.is_file() else self.run.path / LAST

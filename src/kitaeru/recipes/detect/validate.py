@@ -18,13 +18,13 @@ from kitaeru.core.console import info, print_table, warn
 from kitaeru.core.device import resolve_device
 from kitaeru.core.device import parse_tier
 from kitaeru.core.run import next_run_dir
-from kitaeru.core.storage import atomic_write_json, ensure_writable_dir
+from kitaeru.core.storage import atomic_write_json, check_output_path, ensure_writable_dir
 from kitaeru.core.versions import library_versions
 from kitaeru.recipes.detect.dataset import check_labels, load_data_yaml, write_resolved_yaml
 
-from .config import TIER_TABLE, TrainConfig, ValConfig
+from .config import TIER_TABLE, TrainConfig, ValConfig, check_device, is_gpu_list
 from .evidence import named_metrics
-from .model_source import resolve_model
+from .model_source import check_user_weights, check_weights, resolve_model
 from .ultralytics_env import guarded, prepare_ultralytics, settings_file
 
 VALIDATION_JSON = "validation_result.json"
@@ -41,6 +41,43 @@ def ultralytics_device(device: str) -> str:
     if device.startswith("cuda"):
         return device.split(":", 1)[1] if ":" in device else "0"
     return device
+
+
+def resolve_detect_device(requested: str):
+    """:func:`~kitaeru.core.device.resolve_device`, plus Ultralytics' GPU lists (``0,1``, ``-1``): each
+    index must exist (a one-line error naming ``--device`` otherwise); the plan is made for the first GPU."""
+    from kitaeru.core.errors import DeviceError
+
+    check_device(requested)
+    value = str(requested).replace(" ", "").lower()
+    if not is_gpu_list(value):
+        return resolve_device(value)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {requested}: no CUDA GPU is available on this machine (use --device cpu or auto)")
+    count = torch.cuda.device_count()
+    indices = [int(i) for i in value.split(",")]
+    missing = [i for i in indices if i >= count]
+    if missing:
+        raise DeviceError(f"--device {requested}: only {count} CUDA device(s) present (indices 0..{count - 1})")
+    if len([i for i in indices if i >= 0]) != len({i for i in indices if i >= 0}):
+        raise DeviceError(f"--device {requested}: a GPU is listed twice")
+    if -1 in indices and len(indices) > count:
+        raise DeviceError(f"--device {requested}: asks for {len(indices)} idle GPUs, only {count} present")
+    first = next((i for i in indices if i >= 0), None)
+    import dataclasses
+
+    return dataclasses.replace(resolve_device(f"cuda:{first}" if first is not None else "cuda"), requested=requested)
+
+
+def ultralytics_device_arg(requested: str, resolved: str, *, several: bool = True) -> str:
+    """What Ultralytics is given: a GPU list as the user wrote it (``0,1`` → its own DDP), else the
+    resolved torch device in Ultralytics' spelling; ``several=False`` (val, predict) keeps the first GPU."""
+    value = str(requested).replace(" ", "")
+    if is_gpu_list(value):
+        return value if several or "," not in value else value.split(",")[0]
+    return ultralytics_device(resolved)
 
 
 VAL_ARGS = ("conf", "iou", "max_det", "half", "rect")
@@ -61,10 +98,15 @@ def check_val(config: ValConfig) -> None:
 
     if not config.data_dir:
         raise ConfigError("--data-dir is required (a YOLO data.yaml)")
-    if not Path(config.data_dir).expanduser().is_file():
+    data = Path(config.data_dir).expanduser()
+    if not (data.is_file() or (data / "data.yaml").is_file()):
         raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
     if config.model and ("/" in config.model or "\\" in config.model) and not Path(config.model).expanduser().exists():
         raise DataError(f"--model {config.model}: weights file not found")
+    check_device(config.device)
+    check_output_path(config.output_dir, setting="--output-dir", kind="dir")
+    if config.model and Path(config.model).suffix.lower() not in ("", ".pt", ".yaml", ".yml"):
+        raise ConfigError(f"--model {config.model}: expected .pt weights")
     unknown = sorted(set(config.ultralytics) - set(VAL_ARGS))
     if unknown:
         raise ConfigError(f"unknown validation argument(s): {', '.join(unknown)} (accepted: {', '.join(VAL_ARGS)})")
@@ -75,8 +117,9 @@ def validate_model(config: ValConfig) -> ValidationRun:
     from kitaeru.core.errors import ConfigError
 
     check_val(config)
+    check_user_weights(config.model, trust=config.trust_checkpoint)
     started = time.time()
-    device = resolve_device(config.device)
+    device = resolve_detect_device(config.device)
     dataset = load_data_yaml(config.data_dir)
     summaries = check_labels(dataset, (config.split,))
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
@@ -86,6 +129,8 @@ def validate_model(config: ValConfig) -> ValidationRun:
     source = resolve_model(values["model"], offline=config.offline)
     if source.note:
         warn(source.note)
+    if source.kind == "weights":
+        check_weights(source.load, trust=config.trust_checkpoint)  # before YOLO(), which unpickles fully
     folder = next_run_dir(ensure_writable_dir(config.output_dir), "val")
     folder.mkdir(parents=True, exist_ok=True)
     data_yaml = write_resolved_yaml(dataset, folder / "data.yaml")
@@ -96,7 +141,7 @@ def validate_model(config: ValConfig) -> ValidationRun:
         yolo = YOLO(source.load)
         metrics = yolo.val(
             data=str(data_yaml), imgsz=int(values["imgsz"]), batch=int(values["batch"]), split=config.split,
-            workers=int(values["workers"]), device=ultralytics_device(device.device),
+            workers=int(values["workers"]), device=ultralytics_device_arg(config.device, device.device, several=False),
             plots=False, save_dir=str(folder / "ultralytics"), exist_ok=True, verbose=False, **config.ultralytics,
         )
     scores = named_metrics(metrics.results_dict)
@@ -131,7 +176,7 @@ def validate_model(config: ValConfig) -> ValidationRun:
         "library_versions": library_versions(),
     }
     if config.export:
-        from .export import export_with_parity
+        from .onnx_export import export_with_parity
 
         if source.kind != "weights":
             raise ConfigError(f"--export with validation needs .pt weights as --model (got {source.requested})")

@@ -40,21 +40,21 @@ from .config import ClassifyConfig, EvaluateConfig, ExportConfig, RegisterConfig
 # ---- entries ------------------------------------------------------------------------------------
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or ``--resume``) a run; returns its ``training_result.json``."""
-    from .train import run_training
+    from .training import run_training
 
     return run_training(config)
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """AUROC and TPR@FPR of a model on fresh photos of a template folder."""
-    from .evaluate import evaluate_model
+    from .evaluation import evaluate_model
 
     return evaluate_model(config)
 
 
 def export(config: ExportConfig) -> dict[str, Any]:
     """Export a checkpoint's inference branch to ONNX; returns the sidecar (export report included)."""
-    from .export import export_model
+    from .onnx_export import export_model
 
     return export_model(config)
 
@@ -72,8 +72,9 @@ def classify(config: ClassifyConfig) -> list[dict[str, Any]]:
     from .bank import classify_images, load_bank
     from .inference import load_feature_model
 
+    bank = load_bank(config.bank)  # a wrong bank file fails before the model loads
     model = load_feature_model(config.model, device=config.device)
-    return classify_images(model, load_bank(config.bank), config.images, threshold=config.threshold)
+    return classify_images(model, bank, config.images, threshold=config.threshold)
 
 
 # ---- human summaries (without --json) -----------------------------------------------------------

@@ -68,7 +68,11 @@ def load_bank(path: str | os.PathLike) -> Bank:
     if not path.is_file():
         raise DataError(f"{path}: bank not found")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: not a docclass bank (a single array; a bank is the .npz file that "
+                            "'kitaeru docclass register' writes)")
+        with loaded as data:
             missing = [k for k in ("features", "labels", "paths") if k not in data.files]
             if missing:
                 raise DataError(f"{path}: not a docclass bank (missing {', '.join(missing)})")
@@ -77,6 +81,8 @@ def load_bank(path: str | os.PathLike) -> Bank:
             model = str(data["model"]) if "model" in data.files else ""
     except DataError:
         raise
+    except ValueError as exc:  # numpy's "pickled data ... allow_pickle" for anything that is not .npy/.npz
+        raise DataError(f"{path}: not a docclass bank (not a NumPy .npz file)") from exc
     except Exception as exc:  # noqa: BLE001 - zip/pickle/format errors
         raise DataError(f"{path}: cannot read bank ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if features.ndim != 2 or len(features) == 0 or len(labels) != len(features):

@@ -17,6 +17,12 @@ The job, in order:
    ``X.meta.parquet`` at the end, or kept as a folder; ``X.summary.json`` beside it holds the counts,
    speed, device and resolved config (also printed by ``--json``).
 
+Scaling out: under ``torchrun --nproc_per_node N`` each rank embeds its share (whole batches, by
+``RANK``/``WORLD_SIZE``) into its own ``part-rankRRRRR-*.parquet`` of the ``--out`` folder;
+``--engine spark`` (:mod:`.spark`) runs one Spark task per partition the same way. Inputs may also be
+webdataset tar shards (:mod:`kitaeru.data.webdataset`). Either way the folder holds the rows and
+vectors of the one-process run, and ``kitaeru index build`` reads the folder.
+
 Next: ``kitaeru index build --embeddings X.parquet --index-out X.faiss`` and ``kitaeru map``.
 """
 
@@ -44,7 +50,22 @@ def check(config: EmbedConfig) -> None:
     check_output_path(config.out, setting="--out", kind="any")
     if config.resume and config.text_mode:
         raise ConfigError("--resume applies to --image-dir jobs (texts are re-embedded in one go)")
-    for flag, value in (("--image-dir", config.image_dir), ("--texts", config.texts)):
+    from kitaeru.core.distributed import place
+
+    if config.engine == "spark" or place().world_size > 1:  # several writers: a folder of parts
+        how = "--engine spark" if config.engine == "spark" else "torchrun"
+        if config.text_mode:
+            raise ConfigError(f"{how} embeds --image-dir jobs (embed texts in one process)")
+        if is_remote(config.out) or output_kind(config.out) != "folder":
+            raise ConfigError(f"--out: {how} writes a local folder of Parquet parts (one per rank or task); give a "
+                              f"folder name without suffix, not {config.out} (kitaeru index build reads the folder)")
+    from kitaeru.data.webdataset import shard_paths
+
+    tar_shards = shard_paths(config.image_dir) if config.image_dir else []
+    for shard in tar_shards:
+        if not is_remote(shard) and not Path(shard.removeprefix("file://")).is_file():
+            raise DataError(f"--image-dir: {shard}: tar shard not found")
+    for flag, value in (("--image-dir", None if tar_shards else config.image_dir), ("--texts", config.texts)):
         if value and not is_remote(value):
             local = Path(value[len("file://"):] if value.startswith("file://") else value).expanduser()
             wanted_dir = flag == "--image-dir"
@@ -112,6 +133,7 @@ RECIPE = Recipe(
                 "kitaeru embed --cfg-name nuscenes_vitl14 --image-dir /data/nuscenes/samples --out vectors/shards/ --resume",
                 "kitaeru embed --model vit_l_14 --text \"a truck at an intersection\" --out vectors/q.npy --json",
                 "kitaeru embed --image-dir photos/ --out v.parquet pool=cls batch_size=32",
+                "kitaeru embed --image-dir 'laion/{00000..00127}.tar' --engine spark --spark-master local[8] --out vectors/parts",
             ],
         )
     ],

@@ -66,6 +66,14 @@ class EmbedConfig(RecipeConfig):
     shard_size: int = setting(4096, "Rows per Parquet shard; a finished shard is never lost, even if the job is killed.",
                               ge=1)
 
+    # ---- scaling out ----
+    engine: Literal["local", "spark"] = setting(
+        "local", "local = this process (or this torchrun rank: each rank embeds its share into --out's folder); "
+        "spark = a PySpark job, one task per input partition writing its own Parquet parts (the [spark] extra).")
+    spark_master: str = setting("local[*]", "--engine spark: the Spark master URL (local[N], spark://host:7077, yarn, ...).")
+    spark_partitions: Optional[int] = setting(None, "--engine spark: input partitions = tasks (default: Spark's "
+                                              "default parallelism).", ge=1)
+
     @field_validator("text")
     @classmethod
     def _no_empty_text(cls, value: Optional[list[str]]) -> Optional[list[str]]:

@@ -35,7 +35,15 @@ def canonical_path(path: str) -> str:
 
 
 def list_images(image_dir: str) -> list[str]:
-    """Every image under ``image_dir`` (recursive, sorted, canonical paths); errors if none."""
+    """Every image under ``image_dir`` (recursive, sorted, canonical paths), or every image member of
+    its webdataset tar shards (``<shard>::<member>``); errors if none."""
+    from kitaeru.data.webdataset import is_tar_source, list_members
+
+    if is_tar_source(image_dir):
+        files = list_members(image_dir)
+        if not files:
+            raise DataError(f"{image_dir}: no images in its tar shards")
+        return files
     files = [canonical_path(f) for f in list_files(image_dir)]
     if not files:
         kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
@@ -82,9 +90,14 @@ def load_item(path: str, transform: Callable[[Any], Any], min_side: int) -> dict
     """Decode one image into a model-ready tensor, or describe why it could not be read."""
     from kitaeru.data.images import open_image
 
+    from kitaeru.data.webdataset import is_member, read_member
+
     try:
-        with open_input(path, "rb") as fh:
-            data = fh.read()
+        if is_member(path):
+            data = read_member(path)
+        else:
+            with open_input(path, "rb") as fh:
+                data = fh.read()
         image = open_image(data, min_side=min_side)
         width, height = original_size(data)
         return {"path": path, "tensor": transform(image), "width": width, "height": height}

@@ -53,7 +53,12 @@ def summary_path(out: str) -> Path:
 class ShardedEmbeddingWriter:
     """Buffers rows, writes numbered shards, and assembles the final output (see module docstring)."""
 
-    def __init__(self, out: str, info: EmbeddingInfo, *, resume: bool, shard_size: int, with_text: bool = False):
+    def __init__(self, out: str, info: EmbeddingInfo, *, resume: bool, shard_size: int, with_text: bool = False,
+                 part_prefix: str = ""):
+        # ``part_prefix``: one writer of several (a torchrun rank, a Spark task) into the same folder
+        # names its parts ``part-<prefix>NNNNN.parquet`` and sees (resumes) only its own.
+        self.part_prefix = part_prefix
+        self._shard_re = re.compile(rf"^part-{re.escape(part_prefix)}(\d+)\.parquet$") if part_prefix else _SHARD_RE
         self.out = out
         self.kind = output_kind(out)
         self.target = Path(out)
@@ -72,7 +77,7 @@ class ShardedEmbeddingWriter:
     def _shards(self) -> list[Path]:
         if not self.work_dir.is_dir():
             return []
-        return sorted(p for p in self.work_dir.iterdir() if _SHARD_RE.match(p.name))
+        return sorted(p for p in self.work_dir.iterdir() if self._shard_re.match(p.name))
 
     def _existing_final(self) -> list[Path]:
         """Final files of an earlier finished run (file targets only)."""
@@ -99,7 +104,7 @@ class ShardedEmbeddingWriter:
             for source in self._existing_final() + self._shards():
                 self._check_same_settings(source)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        numbers = [int(_SHARD_RE.match(p.name).group(1)) for p in self._shards()]
+        numbers = [int(self._shard_re.match(p.name).group(1)) for p in self._shards()]
         self._next_shard = max(numbers) + 1 if numbers else 0
 
     def _check_same_settings(self, source: Path) -> None:
@@ -150,7 +155,8 @@ class ShardedEmbeddingWriter:
         self._vectors = [rest] if len(rest) else []
         self._buffered -= n
         table = make_table(vectors[:n], rows, self.info)
-        write_parquet(table, self.work_dir / SHARD_PATTERN.format(self._next_shard))
+        name = SHARD_PATTERN.format(self._next_shard)
+        write_parquet(table, self.work_dir / (name.replace("part-", f"part-{self.part_prefix}", 1)))
         self._next_shard += 1
         self.rows_written += n
 

@@ -170,6 +170,14 @@ def print_summary(summary: dict[str, Any]) -> None:
 # ---- the whole job ---------------------------------------------------------------------------
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Run one embedding job and return its summary (also written beside the output)."""
+    from kitaeru.core.distributed import place
+
+    if cfg.engine == "spark":
+        from kitaeru.recipes.embed.spark import run_spark
+
+        return run_spark(cfg)
+    if place().world_size > 1:
+        return run_rank(cfg)
     if not is_remote(cfg.out):
         return _run_local(cfg, cfg.out)
     if cfg.resume:
@@ -193,16 +201,119 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     return summary
 
 
-def _run_local(cfg: EmbedConfig, out: str) -> dict[str, Any]:
+def check_parts_output(cfg: EmbedConfig, how: str) -> None:
+    """Several writers (ranks, Spark tasks) share one local folder of Parquet parts."""
+    from kitaeru.recipes.embed.output import output_kind
+
+    if cfg.text_mode:
+        raise ConfigError(f"{how} embeds --image-dir jobs (embed texts in one process)")
+    if is_remote(cfg.out) or output_kind(cfg.out) != "folder":
+        raise ConfigError(f"--out: {how} writes a local folder of Parquet parts (one per rank or task); give a "
+                          f"folder name without suffix, not {cfg.out} (kitaeru index build reads the folder)")
+
+
+def share(inputs: list[str], index: int, count: int, batch_size: int = 1) -> list[str]:
+    """Writer ``index`` of ``count``'s share of the sorted inputs: contiguous whole batches (so every
+    batch is the one-process run's batch, and so are its vectors, bit for bit), the writers' batch
+    counts differing by at most one; the parts, in name order, hold the one-process order."""
+    batches = -(-len(inputs) // batch_size)
+    base, extra = divmod(batches, count)
+    start = index * base + min(index, extra)
+    stop = start + base + (1 if index < extra else 0)
+    return inputs[start * batch_size: stop * batch_size]
+
+
+def rank_prefix(rank: int) -> str:
+    return f"rank{rank:05d}-"
+
+
+def run_rank(cfg: EmbedConfig) -> dict[str, Any]:
+    """One torchrun rank: embed this rank's share of the inputs into ``--out/part-rankRRRRR-NNNNN.parquet``
+    (``--resume`` continues each rank's own parts; same world size). When every rank is done, rank 0
+    writes the folder's ``_summary.json`` over all parts."""
+    from kitaeru.core.distributed import place, stdout_to_stderr_off_rank_zero
+
+    here = place()
+    check_parts_output(cfg, "torchrun")
+    stdout_to_stderr_off_rank_zero()  # stdout holds rank 0's combined result only
+    summary = _run_local(cfg, cfg.out, part=(here.rank, here.world_size))
+    if _wait_for_every_rank() and here.is_zero:
+        return combine_summaries(cfg, cfg.out)
+    return summary
+
+
+def _wait_for_every_rank() -> bool:
+    """A gloo barrier among the launcher's processes (False when there is no process group to join)."""
+    import os
+
+    try:
+        import torch.distributed as dist
+
+        if not dist.is_available() or "MASTER_ADDR" not in os.environ:
+            return False
+        created = not dist.is_initialized()
+        if created:
+            dist.init_process_group("gloo")
+        dist.barrier()
+        if created:
+            dist.destroy_process_group()
+        return True
+    except Exception as exc:  # noqa: BLE001 - the parts are written; only the combined summary is missing
+        warn(f"could not wait for the other ranks ({str(exc).splitlines()[0]}); each rank's summary is beside its parts")
+        return False
+
+
+def part_summary_path(out: str, label: str) -> Path:
+    return Path(out) / f"_summary.{label}.json"
+
+
+def combine_summaries(cfg: EmbedConfig, out: str) -> dict[str, Any]:
+    """The folder's ``_summary.json`` from every writer's ``_summary.<writer>.json``: counts summed,
+    every part listed, speed = all embedded items over the slowest writer's embedding time."""
+    import json
+
+    parts = sorted(Path(out).glob("_summary.*.json"))
+    summaries = [json.loads(p.read_text(encoding="utf-8")) for p in parts]
+    files = sorted(str(f) for f in Path(out).glob("part-*.parquet"))
+    first = dict(summaries[0])
+    embedded = sum(s["embedded"] for s in summaries)
+    seconds = max(s["embed_seconds"] for s in summaries)
+    skipped = [item for s in summaries for item in s["skipped_inputs"]["items"]]
+    first.update({
+        "out": cfg.out, "files": files, "writers": len(summaries),
+        "inputs_found": sum(s["inputs_found"] for s in summaries),
+        "already_embedded": sum(s["already_embedded"] for s in summaries),
+        "embedded": embedded, "skipped_inputs": {"count": len(skipped), "items": skipped},
+        "rows_in_output": count_rows([Path(f) for f in files]), "embed_seconds": round(seconds, 3),
+        "items_per_second": round(embedded / seconds, 2) if seconds > 0 and embedded else 0.0,
+        "wall_time_seconds": max(s["wall_time_seconds"] for s in summaries),
+    })
+    atomic_write_json(summary_path(out), first)
+    return first
+
+
+def _run_local(cfg: EmbedConfig, out: str, *, part: tuple[int, int] | None = None,
+               prefix: str | None = None, inputs: list[str] | None = None) -> dict[str, Any]:
+    """Embed into ``out``; ``part=(rank, world)``: only that rank's share, into its own parts;
+    ``prefix`` + ``inputs``: a Spark task's given inputs into ``part-<prefix>NNNNN.parquet``."""
     from kitaeru.core.device import resolve_device
 
     started = time.perf_counter()
-    inputs = build_inputs(cfg)
+    if inputs is None:
+        inputs = build_inputs(cfg)
+    label = None
+    if part is not None:
+        inputs = share(inputs, *part, batch_size=cfg.batch_size)
+        prefix, label = rank_prefix(part[0]), f"rank{part[0]:05d}"
+        say(f"rank {part[0]} of {part[1]}: {len(inputs)} image(s) of this rank's share")
+    elif prefix:
+        label = prefix.rstrip("-")
     device = resolve_device(cfg.device)
     say(f"loading {cfg.model} (weights: {cfg.pretrained}, pool: {cfg.pool}) on {device.device}")
     encoder = build_encoder(cfg, device.device)
     info = embedding_info(cfg, encoder)
-    writer = ShardedEmbeddingWriter(out, info, resume=cfg.resume, shard_size=cfg.shard_size, with_text=cfg.text_mode)
+    writer = ShardedEmbeddingWriter(out, info, resume=cfg.resume, shard_size=cfg.shard_size, with_text=cfg.text_mode,
+                                    part_prefix=prefix or "")
     workers = cfg.workers if cfg.workers is not None else default_workers()
     if cfg.text_mode:
         todo = inputs[: cfg.limit] if cfg.limit else inputs
@@ -219,11 +330,13 @@ def _run_local(cfg: EmbedConfig, out: str) -> dict[str, Any]:
         result = embed_images(cfg, encoder, todo, writer, device.device, workers) if todo else \
             {"embedded": 0, "skipped": [], "seconds": 0.0}
     files = writer.finalize()
-    if not files:
+    if not files and label is not None and not inputs:  # an empty share of a small job
+        files = []
+    elif not files:
         first = result["skipped"][0] if result["skipped"] else None
         example = f" (e.g. {first['path']}: {first['reason']})" if first else ""
         raise DataError(f"{cfg.image_dir or cfg.texts}: none of the {len(todo)} input(s) could be embedded{example}")
     summary = summarize(cfg, info, found=len(inputs), already=already, result=result, files=files, device=device,
                         workers=workers, wall=time.perf_counter() - started)
-    atomic_write_json(summary_path(out), summary)
+    atomic_write_json(part_summary_path(out, label) if label else summary_path(out), summary)
     return summary

@@ -61,26 +61,26 @@ def prepare(config: PrepareConfig) -> dict:
 
 def train(config: TrainConfig) -> dict:
     """Train (or ``--resume``) a LoRA adapter; returns the fields of ``training_result.json``."""
-    from .train import train_lora
+    from .training import train_lora
 
     return train_lora(config)
 
 
 def generate(config: GenerateConfig) -> dict:
     """Generate floor plans of ``width x height`` grid cells; returns the written image paths."""
-    from .generate import generate_plans
+    from .generation import generate_plans
 
     return generate_plans(config)
 
 
 def _check_train(config: TrainConfig) -> None:
-    from .train import check_train
+    from .training import check_train
 
     check_train(config)
 
 
 def _check_generate(config: GenerateConfig) -> None:
-    from .generate import check_generate
+    from .generation import check_generate
 
     check_generate(config)
 

@@ -50,6 +50,16 @@ def load_points(cfg: MapConfig) -> MapPoints:
                              wanted_for=lambda total: planned_sample(cfg, total), random_state=seed)
 
 
+# The settings a multimodal run's scenes_with_umap.json was made with (recipes/multimodal/save.py).
+SAVED_UMAP = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 42}
+
+
+def reuses_saved_umap(cfg: MapConfig, points: MapPoints) -> bool:
+    """Whether the coordinates a multimodal run saved are the map asked for (same side, same settings)."""
+    same = all(getattr(cfg, k) == v for k, v in SAVED_UMAP.items())
+    return bool(cfg.output_dir) and cfg.modality == "image" and points.coords is not None and same
+
+
 def build_map(cfg: MapConfig) -> dict[str, Any]:
     """Write the configured map files; returns a summary (points, outputs, seconds per step)."""
     from kitaeru.viz.map_figures import colouring, coordinates_document, hover_texts, write_html, write_png
@@ -59,20 +69,35 @@ def build_map(cfg: MapConfig) -> dict[str, Any]:
     points = load_points(cfg)
     source = cfg.embeddings or cfg.output_dir
     check_dim(points.vectors, source)
+    if cfg.color_by is None:
+        from kitaeru.viz.map_figures import default_colour_column
+
+        color_by = default_colour_column(points.columns)
+        if color_by:
+            info(f"colouring by '{color_by}' (choose with --color-by COLUMN, or --color-by none)")
+    else:
+        color_by = None if cfg.color_by == "none" else cfg.color_by
+    cfg = cfg.model_copy(update={"color_by": color_by})
     if cfg.color_by is not None and cfg.color_by not in points.columns:
         available = ", ".join(sorted(points.columns)) or "none"
         raise ConfigError(f"--color-by {cfg.color_by}: no such column in {source} (available: {available})")
     loaded = time.perf_counter()
-    info(f"UMAP of {len(points)} points ({points.vectors.shape[1]}-d): n_neighbors={cfg.n_neighbors}, "
-         f"min_dist={cfg.min_dist}, metric={cfg.metric}, random_state={cfg.random_state}")
-    try:
-        with warnings.catch_warnings():
-            # "n_jobs overridden by setting random_state": the documented price of a reproducible layout
-            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-            coords = umap_2d(points.vectors, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric,
-                             random_state=cfg.random_state if cfg.random_state >= 0 else None)
-    except ValueError as exc:
-        raise ConfigError(f"--metric {cfg.metric}: UMAP refused it ({str(exc).splitlines()[0]})") from exc
+    reused = reuses_saved_umap(cfg, points)
+    if reused:
+        info(f"using the UMAP coordinates the multimodal run saved for its {len(points)} scenes (same settings: "
+             "image side, n_neighbors=15, min_dist=0.1, cosine, random_state=42)")
+        coords = points.coords
+    else:
+        info(f"UMAP of {len(points)} points ({points.vectors.shape[1]}-d): n_neighbors={cfg.n_neighbors}, "
+             f"min_dist={cfg.min_dist}, metric={cfg.metric}, random_state={cfg.random_state}")
+        try:
+            with warnings.catch_warnings():
+                # "n_jobs overridden by setting random_state": the documented price of a reproducible layout
+                warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+                coords = umap_2d(points.vectors, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric,
+                                 random_state=cfg.random_state if cfg.random_state >= 0 else None)
+        except ValueError as exc:
+            raise ConfigError(f"--metric {cfg.metric}: UMAP refused it ({str(exc).splitlines()[0]})") from exc
     projected = time.perf_counter()
 
     values = points.columns.get(cfg.color_by) if cfg.color_by else None
@@ -104,6 +129,7 @@ def build_map(cfg: MapConfig) -> dict[str, Any]:
             "umap": {"n_components": 2, "n_neighbors": cfg.n_neighbors, "min_dist": cfg.min_dist,
                      "metric": cfg.metric, "random_state": cfg.random_state if cfg.random_state >= 0 else None},
             "color_by": cfg.color_by,
+            "umap_reused": reused,
         }
         atomic_write_json(cfg.json_out, coordinates_document(coords, points.ids, points.labels, colours, values, header),
                           indent=None)
@@ -114,6 +140,8 @@ def build_map(cfg: MapConfig) -> dict[str, Any]:
         "total_points": points.total,
         "sampled": sampled,
         "dim": int(points.vectors.shape[1]),
+        "color_by": cfg.color_by,
+        "umap_reused": reused,
         "outputs": outputs,
         "seconds": {"read": round(loaded - started, 3), "umap": round(projected - loaded, 3),
                     "draw": round(finished - projected, 3), "total": round(finished - started, 3)},

@@ -37,7 +37,8 @@ class MapConfig(RecipeConfig):
     json_out: Optional[str] = setting(None, "Also write the 2-D coordinates to this JSON file (one entry per point); "
                                      "--json prints the run summary instead.", aliases=["coords"], metavar="FILE")
     color_by: Optional[str] = setting(
-        None, description="Colour points by this metadata column (categories get a legend, numbers a colour bar)."
+        None, description="Colour points by this metadata column (categories get a legend, numbers a colour bar); "
+        "default: a column with a few categories (weather, time, location, ...) when one exists; 'none' = one colour."
     )
     sample: Optional[int] = setting(
         None, ge=1, description="Map a random subset of this many points (seeded by --random-state)."

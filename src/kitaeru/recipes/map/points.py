@@ -34,6 +34,7 @@ class MapPoints:
     columns: dict[str, list[Any]] = field(default_factory=dict)  # metadata to colour by / show
     total: int = 0  # points in the input before sampling
     source: str = ""
+    coords: np.ndarray | None = None  # (n, 2) UMAP coordinates the input already holds (a multimodal run's)
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+import numpy as np
+
 from kitaeru.core.errors import DataError
 from kitaeru.data.vector_db import VECTOR_DB_FILE, load_vector_db
 
@@ -62,5 +64,9 @@ def load_scene_points(
             images.append(stored)
         else:
             images.append(join(str(folder), stored))
+    saved = [r.get("umap_coords") for r in records]
+    coords = None
+    if saved and all(isinstance(xy, (list, tuple)) and len(xy) == 2 for xy in saved):
+        coords = np.asarray(saved, dtype=np.float64)
     return MapPoints(vectors=vectors, ids=[str(r.get("scene_id")) for r in records], labels=labels, images=images,
-                     columns=columns, total=total, source=path)
+                     columns=columns, total=total, source=path, coords=coords)

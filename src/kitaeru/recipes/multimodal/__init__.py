@@ -93,7 +93,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Train the projectors and write the vector DB, the map and the run's evidence (or, with
     ``--skip-training``, export with the projectors already in ``--output-dir``)."""
     config = prepare_train_config(config)
-    from .train import train_scene_search
+    from .training import train_scene_search
 
     return train_scene_search(config)
 
@@ -118,8 +118,14 @@ def search(config: SearchConfig) -> list[dict[str, Any]]:
 
     if (config.text is None) == (config.image is None):
         raise ConfigError("give exactly one of --text or --image")
-    if config.top_k < 1:
-        raise ConfigError(f"--top-k: must be at least 1 (got {config.top_k})")
+    from .config import check_local_folder
+
+    # cheap checks before torch and the encoders are imported: a wrong folder fails at once
+    check_local_folder(config.output_dir, "--output-dir", "output folder")
+    if config.image and "://" not in config.image and not Path(config.image).is_file():
+        from kitaeru.core.errors import DataError
+
+        raise DataError(f"{config.image}: image not found (--image)")
     from kitaeru.core.device import resolve_device
 
     from .export import search_output
@@ -138,7 +144,7 @@ def write_sample_scenes(out: str | Path, num_scenes: int, *, seed: int = 0, time
 
 
 def _train_summary(result: dict[str, Any]) -> None:
-    from .train import summary
+    from .training import summary
 
     summary(result)
 

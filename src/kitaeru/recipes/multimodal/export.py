@@ -72,7 +72,7 @@ def export_trained(config: MultimodalConfig, device: DeviceInfo) -> dict[str, An
 
     from .data import load_scenes
     from .save import export_vector_db
-    from .train import _data_label
+    from .training import _data_label
 
     out = Path(str(config.output_dir))
     info_ = require_trained(out, "--skip-training")

@@ -24,17 +24,17 @@ from typing import Any, Callable, Iterable, Mapping
 
 from kitaeru.core.config import load_config
 from kitaeru.core.console import info, print_table, warn
-from kitaeru.core.device import resolve_device
 from kitaeru.core.errors import ConfigError, DataError, KitaeruError
 from kitaeru.core.run import RESULT_JSON, RunFolder, next_run_dir
-from kitaeru.core.storage import ensure_writable_dir, is_remote, read_json
+from kitaeru.core.storage import check_output_path, ensure_writable_dir, is_remote, read_json
 from kitaeru.recipes.detect.dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
 
-from .config import PLAN_FIELDS, PLAN_KEYS, RECIPE, TrainConfig
-from .model_source import resolve_model
+from .config import PLAN_FIELDS, PLAN_KEYS, RECIPE, TrainConfig, check_device
+from .model_source import check_user_weights, check_weights, resolve_model
 from .plan import fit_plan, plan_detect
 from .session import LAST, TrainingSession, checkpoint_is_resumable
 from .ultralytics_env import prepare_ultralytics, settings_file
+from .validate import resolve_detect_device
 
 # Set by kitaeru itself; a key=value argument may not change them.
 MANAGED_ARGS = {"data", "save_dir", "project", "name", "exist_ok", "resume", "mode", "task", "model"}
@@ -58,6 +58,9 @@ def load_dataset(config: TrainConfig) -> YoloDataset:
     dataset = load_data_yaml(config.data_dir)
     check_labels(dataset, ("train", "val"))
     for split, summary in dataset.summaries.items():
+        if summary.unreadable:
+            first = summary.unreadable[0]
+            warn(f"{split}: {len(summary.unreadable)} unreadable image(s) skipped, e.g. {first.image}: {first.reason}")
         if summary.problems:
             first = summary.problems[0]
             warn(f"{split}: {len(summary.problems)} image(s) skipped for bad labels, e.g. {first.label}: {first.reason}")
@@ -117,12 +120,16 @@ def _check_local(value: str | None, option: str) -> None:
 def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -> DetectRun:
     """Run ``detect train`` end to end (see module doc); ``callbacks`` are extra Ultralytics callbacks."""
     check_train(config)
-    device = resolve_device(config.device)
+    check_user_weights(config.model, trust=config.trust_checkpoint)
+    config = config.model_copy(update={"device": sagemaker_device(config.device)})
+    device = resolve_detect_device(config.device)
     dataset = load_dataset(config)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     ul_args = ultralytics_arguments(config)
     plan = plan_detect(config, device)
     source = resolve_model(plan.values["model"], offline=config.offline)  # fail before creating anything
+    if source.kind == "weights":  # Ultralytics unpickles it fully: refused here unless it is data or trusted
+        check_weights(source.load, trust=config.trust_checkpoint, what="--model checkpoint")
     output_root = ensure_writable_dir(Path(config.output_dir).expanduser().resolve())
     synthetic, extra_train = build_synthetic(config, dataset, output_root)
     name = config.run_prefix or "train"
@@ -158,6 +165,20 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
     return DetectRun(run.path, result)
 
 
+def sagemaker_device(requested: str) -> str:
+    """In a SageMaker job (``SM_MODEL_DIR`` set) with ``SM_NUM_GPUS`` > 1 and ``--device auto``: every GPU of
+    the host as Ultralytics' own DDP list (``0,1,...``); otherwise ``requested`` unchanged. (The data
+    channel and the model dir arrive as ``--data-dir`` / ``--output-dir`` from the entry point.)"""
+    if str(requested).strip().lower() != "auto":
+        return requested
+    from kitaeru.core.sagemaker import in_sagemaker, read_environment
+
+    if not in_sagemaker():
+        return requested
+    gpus = read_environment().num_gpus
+    return ",".join(str(i) for i in range(gpus)) if gpus > 1 else requested
+
+
 def resume_command(run_dir: Path) -> str:
     import shlex
 
@@ -169,11 +190,14 @@ def check_train(config: TrainConfig) -> None:
     for value, option in ((config.data_dir, "--data-dir"), (config.output_dir, "--output-dir"),
                           (config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
         _check_local(value, option)
+    check_device(config.device)
+    check_output_path(config.output_dir, setting="--output-dir", kind="dir")
     if config.resume:
         return
     if not config.data_dir:
         raise ConfigError("--data-dir is required (a YOLO data.yaml)")
-    if not Path(config.data_dir).expanduser().is_file():
+    data = Path(config.data_dir).expanduser()
+    if not (data.is_file() or (data / "data.yaml").is_file()):  # a folder holding data.yaml (a SageMaker channel)
         raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
     for value, option in ((config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
         if value and config.dynamic_synthetic and not Path(value).expanduser().is_dir():
@@ -269,7 +293,7 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
     last = run_dir / LAST
     if not last.is_file():
         raise DataError(f"--resume {run_dir}: no {LAST} (the run stopped before its first epoch ended); start a new run instead")
-    resumable, epoch = checkpoint_is_resumable(last)
+    resumable, epoch = checkpoint_is_resumable(last, trust=bool(overrides.get("trust_checkpoint")))
     if not resumable:
         raise DataError(f"--resume {run_dir}: {LAST} is a finished model (no optimizer state); start a new run instead")
     saved = load_config(TrainConfig, RECIPE, config_file=run_dir / "config.yaml")
@@ -281,7 +305,7 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
     data_yaml = run_dir / "data.yaml"
     if not data_yaml.is_file():
         raise DataError(f"--resume {run_dir}: data.yaml of the run is missing")
-    device = resolve_device(config.device)
+    device = resolve_detect_device(config.device)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     ul_args = ultralytics_arguments(config)
     resource_plan = dict(previous.get("resource_plan") or {})

@@ -19,9 +19,9 @@ from typing import Any
 from kitaeru.core.console import info, print_table
 from kitaeru.core.errors import ConfigError, DataError
 from kitaeru.core.run import next_run_dir
-from kitaeru.core.storage import atomic_write_json, ensure_writable_dir, is_remote
+from kitaeru.core.storage import atomic_write_json, check_output_path, ensure_writable_dir, is_remote
 
-from .config import PredictConfig
+from .config import PredictConfig, check_device
 
 PREDICT_JSON = "predict_result.json"
 MODEL_SUFFIXES = (".pt", ".onnx")
@@ -45,17 +45,21 @@ def check_predict(config: PredictConfig) -> None:
             raise DataError(f"--source {config.source}: no file matches")
     elif not Path(config.source).expanduser().exists():
         raise DataError(f"--source {config.source}: not found")
+    check_output_path(config.output_dir, setting="--output-dir", kind="dir")
+    check_device(config.device)
 
 
-def trained_image_size(weights: str | Path) -> int | None:
-    """The image size a ``.pt`` checkpoint was trained at (its ``train_args``), if recorded."""
-    import torch
+def trained_image_size(weights: str | Path, *, trust: bool = False) -> int | None:
+    """The image size a ``.pt`` checkpoint was trained at (its ``train_args``), if recorded.
 
-    try:
-        ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - a foreign or truncated file
-        raise DataError(f"{weights}: cannot read the checkpoint ({type(exc).__name__})") from exc
-    imgsz = (ckpt.get("train_args") or {}).get("imgsz") if isinstance(ckpt, dict) else None
+    The file is loaded as data (:func:`.model_source.load_weights`): one that names code outside
+    the Ultralytics model classes is refused in one line naming ``--trust-checkpoint``.
+    """
+    from .model_source import load_weights
+
+    ckpt = load_weights(weights, trust=trust)
+    args = (ckpt.get("train_args") or {}) if isinstance(ckpt, dict) else {}
+    imgsz = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
     if isinstance(imgsz, (list, tuple)):
         imgsz = max(imgsz)
     return int(imgsz) if imgsz else None
@@ -63,20 +67,21 @@ def trained_image_size(weights: str | Path) -> int | None:
 
 def predict_images(config: PredictConfig) -> dict[str, Any]:
     """Run the model over ``config.source``; write annotated images and YOLO txt labels (see module doc)."""
-    from kitaeru.core.device import resolve_device
-
+    from .model_source import check_weights
     from .ultralytics_env import guarded, prepare_ultralytics
-    from .validate import ultralytics_device
+    from .validate import resolve_detect_device, ultralytics_device_arg
 
     check_predict(config)
     started = time.time()
-    device = resolve_device(config.device)
+    device = resolve_detect_device(config.device)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     from ultralytics import YOLO
 
     model = Path(config.model).expanduser().resolve()
     onnx = model.suffix.lower() == ".onnx"
-    imgsz = config.image_size or (None if onnx else trained_image_size(model)) or 640
+    if not onnx:
+        check_weights(model, trust=config.trust_checkpoint)  # before YOLO(), which unpickles fully
+    imgsz = config.image_size or (None if onnx else trained_image_size(model, trust=config.trust_checkpoint)) or 640
     folder = next_run_dir(ensure_writable_dir(Path(config.output_dir).expanduser().resolve()), "predict")
     info(f"predicting with {model} on {config.source} (imgsz {'from the export' if onnx and not config.image_size else imgsz}) "
          f"into {folder}")
@@ -85,7 +90,7 @@ def predict_images(config: PredictConfig) -> dict[str, Any]:
         yolo = YOLO(str(model), task="detect")
         results = yolo.predict(
             source=config.source, imgsz=imgsz, conf=config.conf, iou=config.iou, max_det=config.max_det,
-            device=ultralytics_device(device.device), save=config.save_images, save_txt=config.save_txt,
+            device=ultralytics_device_arg(config.device, device.device, several=False), save=config.save_images, save_txt=config.save_txt,
             save_conf=config.save_conf, project=str(folder.parent), name=folder.name, exist_ok=True,
             stream=True, verbose=False, **config.ultralytics,
         )

@@ -100,6 +100,7 @@ def export_with_parity(
 def check_export(config) -> None:
     """Cheap checks of ``kitaeru detect export`` before any heavy import."""
     from kitaeru.core.errors import DataError
+    from kitaeru.core.storage import check_output_path
 
     if not config.model:
         raise ConfigError("--model is required (trained .pt weights)")
@@ -111,6 +112,7 @@ def check_export(config) -> None:
         raise DataError(f"--image {config.image}: not found")
     if config.data_dir and not config.image and not Path(config.data_dir).expanduser().is_file():
         raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+    check_output_path(config.output, setting="--output", kind="file")
 
 
 def parity_image(config) -> Path:
@@ -130,13 +132,15 @@ def parity_image(config) -> Path:
 
 def export_model(config) -> dict[str, Any]:
     """``kitaeru detect export``: export ``--model`` and check it against PyTorch (see module doc)."""
-    from .predict import trained_image_size
+    from .model_source import check_weights
+    from .prediction import trained_image_size
     from .ultralytics_env import prepare_ultralytics
 
     check_export(config)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     weights = Path(config.model).expanduser().resolve()
-    imgsz = config.image_size or trained_image_size(weights) or 640
+    check_weights(weights, trust=config.trust_checkpoint)  # before YOLO(), which unpickles fully
+    imgsz = config.image_size or trained_image_size(weights, trust=config.trust_checkpoint) or 640
     result = export_with_parity(weights, fmt=config.format, imgsz=int(imgsz), image=parity_image(config),
                                 tolerance=config.tolerance, target=config.output, offline=config.offline)
     result["model"] = str(weights)

@@ -188,6 +188,8 @@ def run_training(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[
     device = resolve_device(config.train.device)
     if handed:
         run_dir = Path(handed)
+    elif not is_rank_zero() and config.run_name and resume_dir is None:  # torchrun/SLURM: rank 0 checks and cleans it
+        run_dir = Path(config.train.output_dir) / config.run_name
     else:
         run_dir = resume_dir if resume_dir is not None else new_run_dir(config)
     if place().world_size > 1 and not handed and not (config.run_name or config.resume):
