@@ -21,7 +21,9 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Annotated, Any, Iterator, Literal, Mapping
+
+from pydantic import BeforeValidator
 
 from .run import RunFolder
 
@@ -174,3 +176,18 @@ class SilentRunFolder(RunFolder):
 def run_folder(path: str | os.PathLike, *, tensorboard: bool = True) -> RunFolder:
     """A :class:`RunFolder` on rank 0, a :class:`SilentRunFolder` on every other rank."""
     return RunFolder(path, tensorboard=tensorboard) if is_rank_zero() else SilentRunFolder(path)
+
+
+# ---- the settings every multi-device recipe takes (declared once, used in their schemas) -------
+def _device_count(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise ValueError("give a number of devices (1, 2, ...) or auto")
+    return text
+
+
+DeviceCount = Annotated[str, BeforeValidator(_device_count)]
+Strategy = Literal["auto", "ddp", "fsdp"]
+DEVICES_HELP = "Devices of --device's kind to train on: N or auto (all). N > 1 starts N processes (ddp)."
+NUM_NODES_HELP = "Machines in a multi-node run (started by torchrun, SLURM or SageMaker on each node)."
+STRATEGY_HELP = "How several devices share the work: auto (ddp when > 1 device), ddp, or fsdp (GPUs only)."

@@ -25,25 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kitaeru.core import net
+
 HOST = "127.0.0.1"
 BACKEND_START_SECONDS = 120  # how long a request waits for TensorBoard to come up
 PROBE_SECONDS = 30  # how long a new run waits for whatever holds its port to say it is a TensorBoard
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+    return net.port_is_free(host, port)
 
 
 def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return net.free_port(host)
 
 
 @dataclass

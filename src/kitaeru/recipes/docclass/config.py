@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
 from kitaeru.export.onnx import OnnxSpec
 
 RECIPE_NAME = "docclass"
@@ -238,20 +239,9 @@ class TrainConfig(DocclassConfig):
         False, "--resume: load weights/last.ckpt even if it holds pickled objects (they can run code; only for files you trust).",
         exclude=True)
     # ---- scaling out (this run's own, like the switches above) ----
-    devices: str = setting("1", "Devices of --device's kind to train on: N or auto (all). N > 1 starts N processes (ddp).",
-                           metavar="N|auto", exclude=True)
-    num_nodes: int = setting(1, "Machines in a multi-node run (started by torchrun, SLURM or SageMaker on each node).",
-                             ge=1, exclude=True)
-    strategy: Literal["auto", "ddp", "fsdp"] = setting(
-        "auto", "How several devices share the work: auto (ddp when > 1 device), ddp, or fsdp (GPUs only).", exclude=True)
-
-    @field_validator("devices", mode="before")
-    @classmethod
-    def _devices_count(cls, value):
-        text = str(value).strip().lower()
-        if text != "auto" and not (text.isdigit() and int(text) >= 1):
-            raise ValueError("give a number of devices (1, 2, ...) or auto")
-        return text
+    devices: DeviceCount = setting("1", DEVICES_HELP, metavar="N|auto", exclude=True)
+    num_nodes: int = setting(1, NUM_NODES_HELP, ge=1, exclude=True)
+    strategy: Strategy = setting("auto", STRATEGY_HELP, exclude=True)
 
 
 class ExportConfig(RecipeConfig):

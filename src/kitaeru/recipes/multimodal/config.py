@@ -13,6 +13,7 @@ from typing import Literal, Optional
 from pydantic import field_validator, model_validator
 
 from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
 from kitaeru.core.errors import ConfigError
 
 DEFAULT_RUNS = "runs"
@@ -68,11 +69,9 @@ class MultimodalConfig(RecipeConfig):
     workers: int = setting(2, "Threads decoding images while features are extracted.", ge=0)
     encode_batch_size: int = setting(32, "Images/captions per forward pass of the frozen encoders.", ge=1)
     # ---- scaling out ----
-    devices: str = setting("1", "Devices of --device's kind to train on: N or auto (all). N > 1 starts N processes (ddp).",
-                           metavar="N|auto")
-    num_nodes: int = setting(1, "Machines in a multi-node run (started by torchrun, SLURM or SageMaker on each node).", ge=1)
-    strategy: Literal["auto", "ddp", "fsdp"] = setting(
-        "auto", "How several devices share the work: auto (ddp when > 1 device), ddp, or fsdp (GPUs only).")
+    devices: DeviceCount = setting("1", DEVICES_HELP, metavar="N|auto")
+    num_nodes: int = setting(1, NUM_NODES_HELP, ge=1)
+    strategy: Strategy = setting("auto", STRATEGY_HELP)
     # ---- environment and outputs ----
     cloud: Literal["local", "colab", "sagemaker"] = setting(
         "local", "Where it runs: local, colab (output /content/output) or sagemaker (SM_CHANNEL_TRAINING in, SM_MODEL_DIR out).")
@@ -91,14 +90,6 @@ class MultimodalConfig(RecipeConfig):
         if value is False or value == "":
             return None
         return value
-
-    @field_validator("devices", mode="before")
-    @classmethod
-    def _devices_count(cls, value):
-        text = str(value).strip().lower()
-        if text != "auto" and not (text.isdigit() and int(text) >= 1):
-            raise ValueError("give a number of devices (1, 2, ...) or auto")
-        return text
 
     @model_validator(mode="after")
     def _one_source(self) -> "MultimodalConfig":

@@ -12,25 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from kitaeru.core.console import info, warn
+from kitaeru.core import net
 from kitaeru.core.errors import ConfigError, KitaeruError
 
 from . import LOCAL_HOSTS, UiConfig
 
 
 def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return net.free_port(host)
 
 
 def port_taken(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
+    return not net.port_is_free(host, port)
 
 
 def streamlit_command(config: UiConfig, port: int) -> list[str]:
