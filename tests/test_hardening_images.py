@@ -166,3 +166,60 @@ def test_lora_prepare_counts_hostile_images_as_skipped(hostile_folder, tmp_path,
     assert r.exit_code == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["images"] == 1 and len(result["skipped"]) == 2
+
+
+# ---- every reader, property-tested: an image in any mode/size is read, or refused as a counted skip ----
+READER_MODES = ["RGB", "L", "P", "PA", "RGBA", "LA", "I;16", "CMYK"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(w=st.integers(1, 400), h=st.integers(1, 400), mode=st.sampled_from(READER_MODES))
+def test_document_pool_reader_reads_or_skips(tmp_path_factory, w, h, mode):
+    from kitaeru.recipes.docclass.documents import read_template_pool
+
+    folder = tmp_path_factory.mktemp("pool")
+    Image.new("RGB", (64, 48), "white").save(folder / "good.png")
+    (folder / f"probe.{_format_for(mode).lower()}").write_bytes(_encode(_image(mode, w, h), _format_for(mode)))
+    pool = read_template_pool(folder, max_side=64, workers=1)
+    if _within_limits(w, h):
+        assert len(pool.images) == 2 and not pool.skipped
+        assert all(image.mode == "RGB" and max(image.size) <= 64 for image in pool.images)
+    else:
+        assert len(pool.images) == 1 and len(pool.skipped) == 1 and "probe" in pool.skipped[0]["path"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(w=st.integers(1, 400), h=st.integers(1, 400), mode=st.sampled_from(READER_MODES))
+def test_scene_image_decoder_reads_or_refuses(tmp_path_factory, w, h, mode):
+    """The decoder the multimodal scene reader (and the map thumbnails) use: an image or the reason."""
+    from kitaeru.data.scenes import decode_images
+
+    path = tmp_path_factory.mktemp("scene") / f"scene.{_format_for(mode).lower()}"
+    path.write_bytes(_encode(_image(mode, w, h), _format_for(mode)))
+    (result,) = decode_images([str(path)], workers=1, min_side=32)
+    if _within_limits(w, h):
+        assert isinstance(result, Image.Image) and result.mode == "RGB"
+    else:
+        assert isinstance(result, Exception) and str(path) in str(result)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(w=st.integers(1, 400), h=st.integers(1, 400), mode=st.sampled_from(READER_MODES))
+def test_detect_dataset_scan_accepts_or_names_the_problem(tmp_path_factory, w, h, mode):
+    from kitaeru.recipes.detect.dataset import image_problem
+
+    path = tmp_path_factory.mktemp("yolo") / f"img.{_format_for(mode).lower()}"
+    path.write_bytes(_encode(_image(mode, w, h), _format_for(mode)))
+    problem = image_problem(path)
+    if _within_limits(w, h):
+        assert problem is None
+    else:
+        assert problem and "pi_heif" not in problem and ("side" in problem or "aspect" in problem)
+
+
+def test_detect_dataset_scan_names_a_corrupt_file_plainly(tmp_path):
+    from kitaeru.recipes.detect.dataset import image_problem
+
+    (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
+    problem = image_problem(tmp_path / "junk.jpg")
+    assert problem and "pi_heif" not in problem and "not an image" in problem

@@ -90,7 +90,7 @@ def test_weights_load_safely_and_vector_db_shape(trained):
 
 
 def test_resume_after_an_interrupted_run(cli, scene_dir, trained, tmp_path, monkeypatch):
-    from kitaeru.recipes.multimodal import train as train_module
+    from kitaeru.recipes.multimodal import training as train_module
 
     out = tmp_path / "out"
     seed_cache(trained, out)
