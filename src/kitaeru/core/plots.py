@@ -110,7 +110,10 @@ def write_results_png(run_dir: str | os.PathLike) -> Path | None:
         if x_name:
             ax.set_xlabel(x_name, fontsize=7)
     fig.suptitle(f"{run_dir.name}: results.csv", fontsize=10)
-    fig.tight_layout()
+    # Fixed spacing instead of tight_layout(): it measures every text box and costs as much as the
+    # drawing itself, at the end of every run.
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12 / nrows + 0.04, top=1 - 0.16 / nrows - 0.02,
+                        wspace=0.3, hspace=0.55)
     target = run_dir / RESULTS_PNG
     tmp = run_dir / f".{RESULTS_PNG}.tmp.png"
     fig.savefig(tmp, format="png")
