@@ -27,6 +27,29 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny random-init Stable Diffusion pipeline folder (``kitaeru sample sd-pipeline``), written once."""
+    from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
+
+    return write_tiny_pipeline(tmp_path_factory.mktemp("sd") / "tiny-sd", seed=0)
+
+
+@pytest.fixture(scope="session")
+def prepared_floorplans(tmp_path_factory, shared_data) -> Path:
+    """Six real floor plans from ../shared/data, captioned by ``lora prepare`` (no validation split)."""
+    import shutil
+
+    from kitaeru.recipes.lora.data import prepare_dataset
+
+    raw = tmp_path_factory.mktemp("raw-floorplans")
+    for path in sorted((shared_data / "floorplans").glob("*.png"))[:6]:
+        shutil.copyfile(path, raw / path.name)
+    out = tmp_path_factory.mktemp("prepared-floorplans")
+    prepare_dataset(raw, out, val_fraction=0.0, seed=0, min_size=64)
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_compute_thread():
     """Tiny models: one torch/Faiss thread is faster and steadier than two when CPUs are shared."""

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
-
-    return write_tiny_pipeline(tmp_path_factory.mktemp("sd") / "tiny-sd", seed=0)
+@pytest.fixture(scope="session")
+def tiny(tiny_sd) -> Path:
+    return tiny_sd
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,14 @@ COMMON = ["--resolution", "32", "--batch-size", "2", "--checkpoint-every", "2", 
           "--device", "cpu", "--seed", "3"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
-
-    return write_tiny_pipeline(tmp_path_factory.mktemp("sd") / "tiny-sd", seed=0)
+@pytest.fixture(scope="session")
+def tiny(tiny_sd) -> Path:
+    return tiny_sd
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory, shared_data) -> Path:
-    from kitaeru.recipes.lora.data import prepare_dataset
-
-    raw = tmp_path_factory.mktemp("raw")
-    for path in sorted((shared_data / "floorplans").glob("*.png"))[:6]:
-        shutil.copyfile(path, raw / path.name)
-    out = tmp_path_factory.mktemp("prepared")
-    prepare_dataset(raw, out, val_fraction=0.0, seed=0, min_size=64)
-    return out
+@pytest.fixture(scope="session")
+def dataset(prepared_floorplans) -> Path:
+    return prepared_floorplans
 
 
 def _run(*args) -> int:

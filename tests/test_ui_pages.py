@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,26 +33,7 @@ def _run(*args) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory) -> Path:
-    from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
-
-    return write_tiny_pipeline(tmp_path_factory.mktemp("sd") / "tiny-sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def floorplans(tmp_path_factory, shared_data) -> Path:
-    from kitaeru.recipes.lora.data import prepare_dataset
-
-    raw = tmp_path_factory.mktemp("raw")
-    for path in sorted((shared_data / "floorplans").glob("*.png"))[:6]:
-        shutil.copyfile(path, raw / path.name)
-    out = tmp_path_factory.mktemp("prepared")
-    prepare_dataset(raw, out, val_fraction=0.0, seed=0, min_size=64)
-    return out
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_sd, floorplans, one_compute_thread) -> Path:
+def runs(tmp_path_factory, tiny_sd, prepared_floorplans, one_compute_thread) -> Path:
     """One folder of runs: multimodal (its scenes inside the folder), docclass, lora with validation images."""
     from kitaeru.data.sample_scenes import write_sample_scenes
     from kitaeru.recipes.docclass.sample_documents import generate_documents
@@ -65,7 +45,7 @@ def runs(tmp_path_factory, tiny_sd, floorplans, one_compute_thread) -> Path:
     generate_documents(root / "pool", 3, seed=11, kinds=["id_card", "passport", "form"])
     _run("docclass", "train", "--cfg-name", "cpu_quickstart", "-d", root / "pool", "-o", root / "docclass",
          "--workers", "1", "--seed", "5")
-    _run("lora", "train", "-d", floorplans, "--pretrained-model", tiny_sd, "-o", root / "lora", "--resolution", "32",
+    _run("lora", "train", "-d", prepared_floorplans, "--pretrained-model", tiny_sd, "-o", root / "lora", "--resolution", "32",
          "--batch-size", "2", "--checkpoint-every", "2", "--device", "cpu", "--seed", "3", "--epochs", "2",
          "--validation-every", "1", "--num-validation-images", "1", "--validation-steps", "2")
     return root
@@ -143,12 +123,12 @@ def test_floor_plans_page_shows_validation_images_and_generates(runs, monkeypatc
     assert len(at.get("image")) == shown + 1
 
 
-def test_training_started_from_the_page_stops_cleanly_and_resumably(runs, tiny_sd, floorplans, monkeypatch):
+def test_training_started_from_the_page_stops_cleanly_and_resumably(runs, tiny_sd, prepared_floorplans, monkeypatch):
     from kitaeru.ui import jobs as J
 
     at = _app(runs, "training", monkeypatch)
     at.selectbox(key="start-recipe").select("lora").run()
-    at.text_input(key="opt-lora--data-dir").input(str(floorplans))
+    at.text_input(key="opt-lora--data-dir").input(str(prepared_floorplans))
     at.text_input(key="opt-lora--pretrained-model").input(str(tiny_sd))
     at.number_input(key="opt-lora--epochs").set_value(200)
     at.number_input(key="opt-lora--resolution").set_value(32)
