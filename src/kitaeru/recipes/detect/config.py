@@ -21,9 +21,9 @@ Ultralytics argument wins over it. Light imports only: the CLI imports this modu
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from kitaeru.core.config import RecipeConfig, setting
 from kitaeru.core.device import GpuTier
@@ -168,6 +168,10 @@ def _device_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+# The device setting of every detect mode: text, with Ultralytics' numeric spellings accepted.
+DeviceText = Annotated[str, BeforeValidator(_device_text)]
+
+
 class TrainConfig(RecipeConfig):
     """``kitaeru detect train``: YOLOv8 fine-tuning on Ultralytics."""
 
@@ -188,7 +192,7 @@ class TrainConfig(RecipeConfig):
     auto_scale: bool = setting(True, "Size model/batch/image/workers/cache/epochs/patience from the GPU tier "
                                      "(off: the guide's competition values).")
     gpu_tier: Optional[TierName] = setting(None, "GPU tier to plan for (default: detected).")
-    device: str = setting("auto", _DEVICE)
+    device: DeviceText = setting("auto", _DEVICE)
     resume: Optional[str] = setting(None, "Continue an interrupted run: its folder, its weights/last.pt, or 'latest' "
                                           "(the newest unfinished run under --output-dir); --resume alone = latest.",
                                     flag_value="latest", metavar="[RUN|latest]")
@@ -218,11 +222,6 @@ class TrainConfig(RecipeConfig):
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics training arguments "
                                                                             "(any key=value that is not a setting).")
 
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device_as_text(cls, value: Any) -> Any:
-        return _device_text(value)
-
     def plan_value(self, key: str) -> Any:
         """The value set for a plan knob (Ultralytics' name), or None."""
         return getattr(self, PLAN_FIELDS[key])
@@ -241,7 +240,7 @@ class ValConfig(RecipeConfig):
     workers: Optional[int] = setting(None, "Data-loader workers (default: from the GPU tier).", ge=0)
     split: Literal["val", "test", "train"] = setting("val", "Split of the data.yaml to validate on.")
     gpu_tier: Optional[TierName] = setting(None, "GPU tier to plan for (default: detected).")
-    device: str = setting("auto", _DEVICE)
+    device: DeviceText = setting("auto", _DEVICE)
     export: Optional[Literal["onnx"]] = setting(None, "Also export the model, checked with onnxruntime.")
     export_tolerance: float = setting(1e-2, "Largest acceptable onnxruntime-vs-PyTorch difference of the export.", gt=0)
     trust_checkpoint: bool = setting(False, _TRUST)
@@ -249,11 +248,6 @@ class ValConfig(RecipeConfig):
     ultralytics_home_settings: bool = setting(False, _HOME)
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics validation arguments "
                                                                             "(conf, iou, max_det, half, rect).")
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device_as_text(cls, value: Any) -> Any:
-        return _device_text(value)
 
 
 class PredictConfig(RecipeConfig):
@@ -269,17 +263,12 @@ class PredictConfig(RecipeConfig):
     save_images: bool = setting(True, "Write each image with its detections drawn.")
     save_txt: bool = setting(True, "Write YOLO txt labels (class cx cy w h, normalised) under labels/.")
     save_conf: bool = setting(False, "Add the confidence as a sixth column of the txt labels.")
-    device: str = setting("auto", _DEVICE)
+    device: DeviceText = setting("auto", _DEVICE)
     trust_checkpoint: bool = setting(False, _TRUST)
     offline: bool = setting(True, _OFFLINE)
     ultralytics_home_settings: bool = setting(False, _HOME)
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics prediction arguments "
                                                                             "(classes, agnostic_nms, line_width, ...).")
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device_as_text(cls, value: Any) -> Any:
-        return _device_text(value)
 
 
 class ExportConfig(RecipeConfig):
