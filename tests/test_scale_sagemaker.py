@@ -50,6 +50,12 @@ def test_environment_to_command_line():
     # what the hyperparameters give wins; flags the recipe does not take are not added
     argv = sagemaker_argv(["--recipe", "lora", "--use-sample-data", "--output-dir", "/x"], env, accepts=["data-dir", "output-dir"])
     assert argv == ["lora", "train", "--use-sample-data", "--output-dir", "/x"]
+    # lora trains on several GPUs too: the instance's GPUs and hosts become its --devices/--num-nodes
+    from kitaeru.core.sagemaker import schema_flags
+    from kitaeru.recipes.lora.config import TrainConfig as LoraTrainConfig
+
+    argv = sagemaker_argv(["--recipe", "lora", "--pretrained-model", "base"], env, accepts=schema_flags(LoraTrainConfig))
+    assert argv[-4:] == ["--devices", "8", "--num-nodes", "2"]
     with pytest.raises(ConfigError, match="give recipe"):
         sagemaker_argv(["--epochs", "3"], env)
 

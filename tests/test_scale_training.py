@@ -84,3 +84,43 @@ def test_docclass_two_process_ddp(cli, cli_subprocess, tmp_path, shared_data):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert result["metrics"]["auroc"] > 0.85
     assert abs(result["metrics"]["auroc"] - _result(tmp_path / "runs" / "one")["metrics"]["auroc"]) < 0.1
+
+
+@pytest.mark.slow
+def test_lora_two_process_ddp_resumes_exactly(cli, cli_subprocess, tmp_path, tiny_sd, prepared_floorplans):
+    """Fabric starts rank 1 itself; each step takes batch x accumulation x 2 images, shared round-robin;
+    a checkpoint gathers both processes' random states, so 1 epoch resumed to 2 equals 2 straight."""
+    from safetensors.torch import load_file
+    import torch
+
+    common = ["lora", "train", "-d", prepared_floorplans, "--pretrained-model", tiny_sd, "-o", tmp_path,
+              "--resolution", "32", "--batch-size", "1", "--checkpoint-every", "1", "--learning-rate", "1e-3",
+              "--seed", "3", "--validation-every", "0", "--device", "cpu"]
+    one = cli(*common, "--name", "one", "--epochs", "2", "--gradient-accumulation", "2", "--json")
+    assert one.exit_code == 0, one.stderr
+    two = cli_subprocess(*common, "--name", "two", "--epochs", "2", *DDP, "--json", timeout=240)
+    assert two.exit_code == 0, two.stderr[-3000:]
+    printed = json.loads(two.stdout)  # rank 1's result never reaches stdout
+    result = _result(tmp_path / "two")
+    assert result["status"] == "completed" and printed["run_dir"] == str(tmp_path / "two")
+    assert (result["world_size"], result["effective_batch"], result["steps"]) == (2, 2, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".latent_cache", "one", "two"]  # one run folder, rank 0's
+    rows = list(csv.DictReader(open(tmp_path / "two" / "results.csv", newline="")))
+    assert [(r["epoch"], r["step"]) for r in rows] == [("1", "3"), ("2", "6")]
+    rng = torch.load(tmp_path / "two" / "lora_model" / "checkpoint-6" / "rng.pt", weights_only=True)
+    assert rng["world_size"] == 2 and len(rng["ranks"]) == 2
+    assert not torch.equal(rng["ranks"][0]["generator"], rng["ranks"][1]["generator"])  # other noise on rank 1
+    # the same effective batch on one process: the loss is that of the same training, within noise
+    assert result["final_loss"] == pytest.approx(_result(tmp_path / "one")["final_loss"], rel=0.2)
+
+    half = cli_subprocess(*common, "--name", "half", "--epochs", "1", *DDP, timeout=240)
+    assert half.exit_code == 0, half.stderr[-3000:]
+    wrong = cli("lora", "train", "--resume", tmp_path / "half", "--epochs", "2", "--devices", "1")
+    assert wrong.exit_code == 2 and "written by 2 process(es), not 1" in wrong.stderr
+    assert _result(tmp_path / "half")["status"] == "completed"  # refused before the run was touched
+    resumed = cli_subprocess("lora", "train", "--resume", tmp_path / "half", "--epochs", "2", timeout=240)
+    assert resumed.exit_code == 0, resumed.stderr[-3000:]
+    straight = load_file(str(tmp_path / "two" / "lora_model" / "final" / "adapter_model.safetensors"))
+    again = load_file(str(tmp_path / "half" / "lora_model" / "final" / "adapter_model.safetensors"))
+    assert straight.keys() == again.keys()
+    assert max(float((straight[k] - again[k]).abs().max()) for k in straight) < 1e-6

@@ -238,6 +238,10 @@ def run_mode(recipe: Recipe, mode: Mode, targets: dict[str, str], kwargs: dict[s
     if mode.check is not None:
         mode.check(config)
     result = mode.run(config)
+    from kitaeru.core.distributed import is_rank_zero
+
+    if not is_rank_zero():  # the other processes of a ddp job share the terminal: rank 0 prints the result
+        return result
     if kwargs.get("as_json"):
         click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     elif mode.summary is not None and result is not None:

@@ -103,6 +103,8 @@ def quiet_lightning() -> Iterator[None]:
                 r".*Checkpoint directory .* exists and is not empty.*",  # resume into the same folder
                 # our epoch metrics are computed from all-gathered features, the same on every rank
                 r".*when logging on epoch level in distributed setting to accumulate the metric.*",
+                # Fabric.all_gather's own call into torch (Lightning 2.6 on torch 2.14)
+                r".*torch\.distributed\.nn\.functional\.all_gather is deprecated.*",
             ):
                 warnings.filterwarnings("ignore", message=pattern)
             yield

@@ -18,8 +18,8 @@ The base model is a setting (a Hugging Face id or a local diffusers folder), nev
 offline tries, ``write_tiny_pipeline`` (``kitaeru sample sd-pipeline``) writes a tiny random-init
 pipeline: it runs every code path in seconds and generates no real floor plans.
 
-Modules: ``config`` (schemas), ``data`` (captions and the prepared dataset), ``train`` (the Fabric
-loop, cache, checkpoints, OOM ladder), ``generate``, ``tiny_pipeline``; the pipeline loading and
+Modules: ``config`` (schemas), ``data`` (captions and the prepared dataset), ``training`` (the Fabric
+loop on one or several devices, cache, checkpoints, OOM ladder), ``generation``, ``tiny_pipeline``; the pipeline loading and
 the size rule live in ``kitaeru.models.diffusion`` (shared with ``serve``).
 """
 
@@ -123,7 +123,8 @@ RECIPE = Recipe("lora", "Floor-plan LoRA for Stable Diffusion: prepare captions,
          "Train a LoRA adapter on a Stable Diffusion UNet (checkpoints, exact --resume, validation images, OOM ladder).",
          ["kitaeru lora train --cfg-name floorplan_sd21 --data-dir data/floorplans_prepared --pretrained-model ID_OR_DIR",
           "kitaeru lora train --cfg-name tiny_cpu -d data/floorplans_prepared --pretrained-model tiny-sd",
-          "kitaeru lora train --resume runs/lora/train --epochs 10"],
+          "kitaeru lora train --resume runs/lora/train --epochs 10",
+          "kitaeru lora train --cfg-name floorplan_sd21 -d data/floorplans_prepared --pretrained-model ID_OR_DIR --devices 4"],
          summary=_print_train, check=_check_train, presets=True),
     Mode("generate", GenerateConfig, generate,
          "Generate a floor plan of WIDTH x HEIGHT grid cells (1-50) with the trained adapter.",

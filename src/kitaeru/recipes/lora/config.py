@@ -12,6 +12,7 @@ from typing import Literal, Optional
 from pydantic import field_validator
 
 from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, DeviceCount, Strategy
 
 RECIPE_NAME = "lora"
 GUIDE_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -72,7 +73,8 @@ class TrainConfig(RecipeConfig):
                                         description="UNet modules that get LoRA (repeatable).", aliases=["targets"])
     # --- optimisation
     epochs: int = setting(5, "Training epochs.", aliases=["num_train_epochs"], ge=1)
-    batch_size: int = setting(1, "Images per step.", aliases=["batch", "train_batch_size"], ge=1)
+    batch_size: int = setting(1, "Images per step on each device (the effective batch is batch x gradient accumulation "
+                              "x devices x nodes).", aliases=["batch", "train_batch_size"], ge=1)
     gradient_accumulation: int = setting(1, "Micro-batches per optimizer step.", aliases=["gradient_accumulation_steps"], ge=1)
     learning_rate: float = setting(1e-4, "AdamW learning rate.", aliases=["lr"], gt=0)
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = setting("constant", "Learning-rate schedule.")
@@ -97,9 +99,14 @@ class TrainConfig(RecipeConfig):
     validation_steps: int = setting(25, "Denoising steps of the validation images.", ge=1)
     # --- machine
     device: str = setting("auto", "auto, cuda, cuda:N, mps or cpu.")
+    devices: DeviceCount = setting("1", DEVICES_HELP, metavar="N|auto")
+    num_nodes: int = setting(1, NUM_NODES_HELP, ge=1)
+    strategy: Strategy = setting("auto", "How several devices share the work: auto (ddp when > 1 device) or ddp "
+                                 "(fsdp is refused: the frozen model is not sharded for a LoRA adapter).")
     seed: int = setting(42, "Seed of the data order, noise, timesteps and validation images.")
     oom_recovery: bool = setting(True, "On out-of-memory: halve the batch (accumulating to keep the effective batch), "
-                                 "then gradient checkpointing, then a smaller resolution; resumed from the last checkpoint.")
+                                 "then gradient checkpointing, then a smaller resolution; resumed from the last checkpoint (one process only: "
+                                 "with several devices a smaller --batch-size is for you to give).")
     tensorboard: bool = setting(True, "Write TensorBoard scalars and validation images.")
 
     @field_validator("resolution")
@@ -107,6 +114,15 @@ class TrainConfig(RecipeConfig):
     def _multiple_of_8(cls, value: int) -> int:
         if value % 8:
             raise ValueError(f"must be a multiple of 8 (got {value}; try {max(8, value // 8 * 8)})")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _not_fsdp(cls, value: str) -> str:
+        if value == "fsdp":
+            # Every process holds the whole frozen UNet and trains a few MB of adapter: ddp is the fit;
+            # fsdp would shard the frozen weights and scatter the adapter state this recipe saves.
+            raise ValueError("fsdp is not supported for LoRA training; use ddp (each device holds the frozen model)")
         return value
 
     @field_validator("target_modules")

@@ -26,6 +26,14 @@ Determinism: the data order of epoch ``e`` is a permutation seeded by ``seed + e
 draw of the loop (latent sample, noise, timesteps, flips) comes from one generator whose state is
 saved in each checkpoint. A run of 4 epochs and a run of 2 epochs resumed to 4 end with the same
 adapter weights.
+
+Several devices (``--devices N``, ``--num-nodes M``; Fabric starts the processes, or joins the ones
+torchrun / SLURM / SageMaker started): each optimizer step takes ``batch x accumulation x world``
+images of the epoch's order and every process trains on its own share of them (round-robin), the
+gradients averaged by DDP so that a step equals one process's step over the whole group. Each
+process has its own generator (seed + rank); a checkpoint gathers every process's generator state,
+so resume on the same number of processes continues exactly. Only rank 0 writes the cache first,
+the checkpoints, the validation images, the evidence and the final adapter.
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ FINAL_DIR = "final"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 StepHook = Callable[[int, dict], None]
+# --mixed-precision -> Lightning's precision (LoRA weights stay fp32; the frozen ones take the dtype)
+PRECISION = {"no": "32-true", "fp16": "16-mixed", "bf16": "bf16-mixed"}
 
 
 # ---- cheap checks and resume ----------------------------------------------------------------
@@ -293,31 +303,37 @@ class LoopState:
     epoch_loss_count: int = 0
     last_loss: Optional[float] = None
     last_checkpoint: Optional[str] = None
+    checkpoint_step: int = -1  # the step of the last checkpoint written or resumed from
     validation_images: list[str] = field(default_factory=list)
 
 
 class LoraTrainer:
     """Owns the frozen components, the LoRA UNet and the run folder; ``fit(plan, checkpoint)`` trains."""
 
-    def __init__(self, config: TrainConfig, components: Components, items: list[TrainItem], run, device,
+    def __init__(self, config: TrainConfig, components: Components, items: list[TrainItem], run, fabric,
                  *, step_hook: Optional[StepHook] = None):
         import torch
 
-        self.config, self.c, self.items, self.run, self.device = config, components, items, run, device
+        self.config, self.c, self.items, self.run, self.fabric = config, components, items, run, fabric
+        self.device = fabric.device  # this process's device (cuda:<local rank> on several GPUs)
+        self.rank, self.world = fabric.global_rank, fabric.world_size
         self.step_hook = step_hook
         self.lora_dir = run.path / LORA_DIR
-        self.lora_dir.mkdir(exist_ok=True)
+        if fabric.is_global_zero:
+            self.lora_dir.mkdir(exist_ok=True)
         self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
-        self.precision = {"no": "32-true", "fp16": "16-mixed", "bf16": "bf16-mixed"}[config.mixed_precision]
+        self.precision = PRECISION[config.mixed_precision]
         if config.prediction_type is not None:
             self.c.noise_scheduler.register_to_config(prediction_type=config.prediction_type)
         self.prediction_type = self.c.noise_scheduler.config.prediction_type
         self.scaling_factor = float(getattr(self.c.vae.config, "scaling_factor", 0.18215))
         # Frozen weights in the training dtype, then the adapter, then LoRA weights back to fp32.
         for part in (self.c.text_encoder, self.c.vae, self.c.unet):
-            part.to(device.device)
-        torch.manual_seed(config.seed)  # the gaussian LoRA init
+            part.to(self.device)
+        torch.manual_seed(config.seed)  # the gaussian LoRA init (the same on every process)
         add_lora(self.c.unet, config)
+        if self.rank:  # LoRA dropout draws from torch's own generator: other masks on other processes
+            torch.manual_seed(config.seed + self.rank)
         for p in self.c.unet.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
@@ -332,7 +348,7 @@ class LoraTrainer:
         import torch
 
         tokens = self.c.tokenizer(captions, max_length=self.c.tokenizer.model_max_length, padding="max_length",
-                                  truncation=True, return_tensors="pt").input_ids.to(self.device.device)
+                                  truncation=True, return_tensors="pt").input_ids.to(self.device)
         with torch.no_grad():
             return self.c.text_encoder(tokens, return_dict=False)[0]
 
@@ -340,7 +356,7 @@ class LoraTrainer:
         import torch
 
         with torch.no_grad():
-            dist = self.c.vae.encode(pixels.to(self.device.device, dtype=self.weight_dtype)).latent_dist
+            dist = self.c.vae.encode(pixels.to(self.device, dtype=self.weight_dtype)).latent_dist
         return dist.mean.float(), dist.std.float()
 
     def _crop_fraction(self, index: int) -> tuple[float, float]:
@@ -400,7 +416,7 @@ class LoraTrainer:
             else:
                 which = torch.zeros(n, dtype=torch.long)
             mean, std = e.mean[idx, which], e.std[idx, which]
-            text = e.text[e.caption_index[idx]].to(self.device.device, dtype=self.weight_dtype)
+            text = e.text[e.caption_index[idx]].to(self.device, dtype=self.weight_dtype)
         else:
             if self.images is None:
                 self.images = [load_rgb(it.path) for it in self.items]
@@ -415,7 +431,7 @@ class LoraTrainer:
             mean, std = mean.cpu(), std.cpu()
             text = self._encode_text([self.items[i].caption for i in indices]).to(dtype=self.weight_dtype)
         sample = mean + std * torch.randn(mean.shape, generator=g)
-        return (sample * self.scaling_factor).to(self.device.device), text
+        return (sample * self.scaling_factor).to(self.device), text
 
     def _loss(self, fabric, unet, indices: list[int], resolution: int, g):
         import torch
@@ -450,27 +466,33 @@ class LoraTrainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def total_steps(self, plan: dict) -> tuple[int, int]:
-        effective = plan["batch"] * plan["gradient_accumulation"]
-        per_epoch = math.ceil(len(self.items) / effective)
+        per_epoch = math.ceil(len(self.items) / self.group_size(plan))
         return per_epoch, per_epoch * self.config.epochs
 
+    def group_size(self, plan: dict) -> int:
+        """Images of one optimizer step, all processes together."""
+        return plan["batch"] * plan["gradient_accumulation"] * self.world
+
     def fit(self, plan: dict, checkpoint: Optional[Path]) -> dict:
-        import lightning as L
         import torch
         from diffusers.optimization import get_scheduler
 
-        from kitaeru.core.lightning import quiet_lightning, trainer_device_kwargs
-
-        config, unet = self.config, self.c.unet
+        config, unet, fabric = self.config, self.c.unet, self.fabric
         resolution = plan["resolution"]
-        self.encoded = self.build_cache(resolution) if config.cache_latents else None
+        if config.cache_latents:
+            # rank 0 encodes and writes the cache; the others then read it (or, on a node that does
+            # not share the folder, encode it themselves)
+            if not fabric.is_global_zero:
+                fabric.barrier()
+            self.encoded = self.build_cache(resolution)
+            if fabric.is_global_zero and self.world > 1:
+                fabric.barrier()
+        else:
+            self.encoded = None
         if plan["gradient_checkpointing"]:
             unet.enable_gradient_checkpointing()
         elif getattr(unet, "is_gradient_checkpointing", False):
             unet.disable_gradient_checkpointing()
-        kwargs = trainer_device_kwargs(self.device, self.precision)
-        with quiet_lightning():
-            fabric = L.Fabric(accelerator=kwargs["accelerator"], devices=kwargs["devices"], precision=self.precision)
         per_epoch, total = self.total_steps(plan)
         load_lora_state(unet, self.initial_lora if checkpoint is None else _load_safetensors(checkpoint / PEFT_WEIGHTS))
         params = [p for p in unet.parameters() if p.requires_grad]
@@ -481,27 +503,34 @@ class LoraTrainer:
                                      num_training_steps=total)
         fabric_unet = fabric.setup_module(unet, move_to_device=True)
         optimizer = fabric.setup_optimizers(optimizer)
-        g = torch.Generator().manual_seed(config.seed)
+        g = torch.Generator().manual_seed(config.seed + self.rank)
         self.state = LoopState()
         if checkpoint is not None:
-            self._restore(checkpoint, optimizer, lr_scheduler, g, fabric)
+            self._restore(checkpoint, optimizer, lr_scheduler, g)
         unet.train()
         start_epoch, start_group = divmod(self.state.step, per_epoch)
-        with _Progress(total, self.state.step) as bar:
+        with _Progress(total, self.state.step, enabled=fabric.is_global_zero) as bar:
             for epoch in range(start_epoch, config.epochs):
                 epoch_started = time.time()
                 if epoch != start_epoch or start_group == 0:
                     self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
                 groups = self._groups(epoch, plan)
                 for group in groups[start_group if epoch == start_epoch else 0:]:
-                    step_loss = 0.0
-                    micro = [group[i:i + plan["batch"]] for i in range(0, len(group), plan["batch"])]
+                    share = group[self.rank::self.world]
+                    micro = [share[i:i + plan["batch"]] for i in range(0, len(share), plan["batch"])]
                     if self.step_hook is not None:
                         self.step_hook(self.state.step + 1, dict(plan))
-                    for m in micro:
-                        loss = self._loss(fabric, fabric_unet, m, resolution, g) * (len(m) / len(group))
-                        fabric.backward(loss)
+                    step_loss = 0.0
+                    for i, m in enumerate(micro):
+                        # DDP averages the processes' gradients: weighting each micro-batch by its share
+                        # of the whole group (x world) makes the step one over the whole group; the
+                        # gradients are exchanged once per step, after the last micro-batch
+                        with fabric.no_backward_sync(fabric_unet, enabled=self.world > 1 and i < len(micro) - 1):
+                            loss = self._loss(fabric, fabric_unet, m, resolution, g) * (len(m) * self.world / len(group))
+                            fabric.backward(loss)
                         step_loss += float(loss.detach())
+                    if self.world > 1:  # the step's loss over the whole group, the same on every process
+                        step_loss = float(fabric.all_reduce(torch.tensor(step_loss), reduce_op="mean"))
                     fabric.clip_gradients(fabric_unet, optimizer, max_norm=config.max_grad_norm,
                                           error_if_nonfinite=self.precision != "16-mixed")
                     optimizer.step()
@@ -515,62 +544,94 @@ class LoraTrainer:
                     if config.tensorboard:
                         self.run.log_scalars({"train/step_loss": step_loss}, step=self.state.step)
                     if self.state.step % config.checkpoint_every == 0:
-                        self.save_checkpoint(optimizer, lr_scheduler, g, fabric, plan, epoch)
+                        self.save_checkpoint(optimizer, lr_scheduler, g, plan, epoch)
                         self.run.heartbeat(last_checkpoint=self.state.last_checkpoint)
                 row = {"epoch": epoch + 1, "seconds": round(time.time() - epoch_started, 3),
                        "loss": self.state.epoch_loss_sum / max(1, self.state.epoch_loss_count),
                        "lr": float(optimizer.param_groups[0]["lr"]), "step": self.state.step}
                 self.run.log_epoch(row, step=epoch + 1)
                 if config.validation_every and (epoch + 1) % config.validation_every == 0:
-                    self.validate(fabric, epoch + 1, resolution)
+                    if fabric.is_global_zero:
+                        self.validate(fabric, epoch + 1, resolution)
+                    if self.world > 1:
+                        fabric.barrier()
                     unet.train()
-        last = checkpoints(self.lora_dir)
-        if not last or int(last[-1].name[len(CHECKPOINT_PREFIX):]) != self.state.step:
-            self.save_checkpoint(optimizer, lr_scheduler, g, fabric, plan, config.epochs - 1)
+        # decided from the loop's own count, never from the folder: every process must agree (a
+        # checkpoint gathers from all of them)
+        if self.state.checkpoint_step != self.state.step:
+            self.save_checkpoint(optimizer, lr_scheduler, g, plan, config.epochs - 1)
         return {"steps": self.state.step, "steps_per_epoch": per_epoch, "final_loss": self.state.last_loss}
 
     def _groups(self, epoch: int, plan: dict) -> list[list[int]]:
+        """The epoch's optimizer steps as lists of image indices (every process gets at least one:
+        a last group smaller than the world is filled from the start of the order, as PyTorch's
+        DistributedSampler pads)."""
         import torch
 
         order = torch.randperm(len(self.items), generator=torch.Generator().manual_seed(self.config.seed + epoch)).tolist()
-        effective = plan["batch"] * plan["gradient_accumulation"]
-        return [order[i:i + effective] for i in range(0, len(order), effective)]
+        size = self.group_size(plan)
+        groups = [order[i:i + size] for i in range(0, len(order), size)]
+        if len(groups[-1]) < self.world:
+            groups[-1] = (groups[-1] + order * self.world)[:self.world]
+        return groups
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def save_checkpoint(self, optimizer, lr_scheduler, g, fabric, plan: dict, epoch: int) -> Path:
+    def _rng_states(self, g) -> dict:
+        """This run's random states: one process's, or (collective: every process calls it) every
+        process's gathered, rank 0's also at the top level."""
+        import torch
+
+        if self.world == 1:
+            rng = {"generator": g.get_state(), "torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            return rng
+        mine = {"generator": g.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            mine["cuda_device"] = torch.cuda.get_rng_state(self.device)
+        from kitaeru.core.lightning import quiet_lightning
+
+        with quiet_lightning():
+            gathered = {k: self.fabric.all_gather(v).cpu() for k, v in mine.items()}  # [world, n] each
+        ranks = [{k: t[r].clone() for k, t in gathered.items()} for r in range(self.world)]
+        return {**ranks[0], "world_size": self.world, "ranks": ranks}
+
+    def save_checkpoint(self, optimizer, lr_scheduler, g, plan: dict, epoch: int) -> Optional[Path]:
+        """Write ``checkpoint-<step>`` (rank 0; the others hand over their random states and go on)."""
         import torch
         from safetensors.torch import save_file
 
         step = self.state.step
+        rng = self._rng_states(g)
         final = self.lora_dir / f"{CHECKPOINT_PREFIX}{step}"
+        self.state.checkpoint_step = step
+        self.state.last_checkpoint = str(final)
+        if not self.fabric.is_global_zero:
+            return None
         tmp = self.lora_dir / f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_file(lora_state_dict(self.c.unet), str(tmp / PEFT_WEIGHTS))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
-        rng = {"generator": g.get_state(), "torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, tmp / "rng.pt")
-        scaler = getattr(fabric._precision, "scaler", None)
+        scaler = getattr(self.fabric._precision, "scaler", None)
         if scaler is not None:
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
         state = {"step": step, "epoch": epoch + 1, "epoch_loss_sum": self.state.epoch_loss_sum,
                  "epoch_loss_count": self.state.epoch_loss_count, "last_loss": self.state.last_loss, "plan": plan,
-                 "base_model": self.config.pretrained_model}
+                 "base_model": self.config.pretrained_model, "world_size": self.world}
         (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        self.state.last_checkpoint = str(final)
         limit = self.config.checkpoints_total_limit
         if limit:
             for old in checkpoints(self.lora_dir)[:-limit]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def _restore(self, checkpoint: Path, optimizer, lr_scheduler, g, fabric) -> None:
+    def _restore(self, checkpoint: Path, optimizer, lr_scheduler, g) -> None:
         import torch
 
         from kitaeru.core.checkpoints import load_checkpoint
@@ -585,11 +646,18 @@ class LoraTrainer:
             rng = data("rng.pt")
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise DataError(f"{checkpoint}: cannot resume from this checkpoint ({str(exc).splitlines()[0][:200]})") from None
-        g.set_state(rng["generator"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        scaler = getattr(fabric._precision, "scaler", None)
+        written_by = int(state.get("world_size", 1))
+        if written_by != self.world:
+            raise DataError(f"{checkpoint}: written by {written_by} process(es), this run has {self.world}; "
+                            f"resume on the same number (--devices, --num-nodes) to continue the same data order")
+        mine = rng["ranks"][self.rank] if self.world > 1 else rng
+        g.set_state(mine["generator"])
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(mine["cuda"])
+        if "cuda_device" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda_device"], self.device)
+        scaler = getattr(self.fabric._precision, "scaler", None)
         if scaler is not None and (checkpoint / "scaler.pt").is_file():
             scaler.load_state_dict(data("scaler.pt"))
         self.state.step = int(state["step"])
@@ -597,6 +665,7 @@ class LoraTrainer:
         self.state.epoch_loss_count = int(state.get("epoch_loss_count", 0))
         self.state.last_loss = state.get("last_loss")
         self.state.last_checkpoint = str(checkpoint)
+        self.state.checkpoint_step = self.state.step
 
     # -- validation images ------------------------------------------------------------------------
     def pipeline(self):
@@ -700,13 +769,14 @@ def _load_safetensors(path: Path) -> dict:
 class _Progress:
     """A progress bar with the loss on stderr (none with KITAERU_NO_PROGRESS)."""
 
-    def __init__(self, total: int, done: int):
+    def __init__(self, total: int, done: int, *, enabled: bool = True):
         self.total, self.done, self.progress, self.task = total, done, None, None
+        self.enabled = enabled  # one bar: rank 0's
 
     def __enter__(self) -> "_Progress":
         from kitaeru.core.console import console, progress_disabled
 
-        if not progress_disabled():
+        if self.enabled and not progress_disabled():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -753,10 +823,38 @@ def lora_ladder():
 
 
 # ---- the entry --------------------------------------------------------------------------------
+def _check_world_size(config: TrainConfig, checkpoint: Path, written_by: int) -> None:
+    """Refuse, before the run is touched, a resume on another number of processes (when it is known
+    without starting them: ``--devices N``, not ``auto``)."""
+    devices = str(config.devices)
+    if devices.isdigit() and int(devices) * config.num_nodes != written_by:
+        raise ConfigError(f"--resume {checkpoint}: written by {written_by} process(es), not {int(devices) * config.num_nodes} "
+                          f"(--devices {devices} --num-nodes {config.num_nodes}); resume on the same number to continue "
+                          "the same data order")
+
+
+def launch_fabric(config: TrainConfig, device):
+    """Fabric on the resolved device, or on ``--devices N --num-nodes M`` of its kind; ``launch()``
+    starts the other processes (ddp; they re-run this command and join rank 0's run folder) or joins
+    the ones torchrun / SLURM / SageMaker started."""
+    import lightning as L
+
+    from kitaeru.core.lightning import quiet_lightning, trainer_device_kwargs
+
+    kwargs = trainer_device_kwargs(device, PRECISION[config.mixed_precision], devices=config.devices, num_nodes=config.num_nodes,
+                                   strategy=config.strategy)
+    with quiet_lightning():
+        fabric = L.Fabric(**kwargs)
+        fabric.launch()
+    return fabric
+
+
 def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> dict:
     """Train (or resume) a LoRA run; returns the fields of ``training_result.json``."""
-    from kitaeru.core.run import RunFolder, next_run_dir, refuse_used_run_dir
+    from kitaeru.core.distributed import is_rank_zero, place, run_folder, share_run_dir, shared_run_dir
+    from kitaeru.core.run import next_run_dir, refuse_used_run_dir
 
+    handed = shared_run_dir()  # a process Fabric started for ddp joins rank 0's run folder
     resume_checkpoint: Optional[Path] = None
     run_dir: Optional[Path] = None
     earlier_plan: dict = {}
@@ -765,11 +863,13 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
         given = _given_keys(config)
         config = resumed_config(config, run_dir)
         if resume_checkpoint is not None:
-            # What the OOM ladder settled on before, unless set again now: no second trip down the ladder.
             try:
-                saved_plan = json.loads((resume_checkpoint / "state.json").read_text(encoding="utf-8")).get("plan") or {}
+                saved_state = json.loads((resume_checkpoint / "state.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                saved_plan = {}
+                saved_state = {}
+            _check_world_size(config, resume_checkpoint, int(saved_state.get("world_size", 1)))
+            # What the OOM ladder settled on before, unless set again now: no second trip down the ladder.
+            saved_plan = saved_state.get("plan") or {}
             keys = {"batch": "batch_size", "gradient_accumulation": "gradient_accumulation",
                     "gradient_checkpointing": "gradient_checkpointing", "resolution": "resolution"}
             earlier_plan = {k: v for k, v in saved_plan.items() if k in keys and keys[k] not in given}
@@ -790,14 +890,21 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
 
     if run_dir is None:
         root = Path(config.output_dir)
-        if config.name:
+        if handed:
+            run_dir = Path(handed)
+        elif config.name:
             run_dir = root / config.name
-            refuse_used_run_dir(run_dir, exist_ok=config.exist_ok)
+            if is_rank_zero():
+                refuse_used_run_dir(run_dir, exist_ok=config.exist_ok)
+        elif place().world_size > 1:  # torchrun/SLURM started every process: none can number a folder alone
+            raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --name")
         else:
             run_dir = next_run_dir(root, "train")
-    run = RunFolder(run_dir, tensorboard=config.tensorboard)
+    run = run_folder(run_dir, tensorboard=config.tensorboard)
     run.save_config(config.model_copy(update={"resume": None}))
     run.record_skipped(skipped)
+    if is_rank_zero():
+        share_run_dir(run_dir)
     recoveries: list[dict] = []
     plan = {"batch": config.batch_size, "gradient_accumulation": config.gradient_accumulation,
             "gradient_checkpointing": config.gradient_checkpointing, "resolution": config.resolution, **earlier_plan}
@@ -805,7 +912,14 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
                        epochs_planned=config.epochs, base_model=str(config.pretrained_model), device=device.as_dict(),
                        data={"data_dir": str(config.data_dir), "source": source, "images": len(items)},
                        resumed_from=str(resume_checkpoint) if resume_checkpoint else None):
-        trainer = LoraTrainer(config, components, items, run, device, step_hook=step_hook)
+        fabric = launch_fabric(config, device)
+        trainer = LoraTrainer(config, components, items, run, fabric, step_hook=step_hook)
+        oom_recovery = config.oom_recovery and fabric.world_size == 1
+        if config.oom_recovery and not oom_recovery and fabric.is_global_zero:
+            from kitaeru.core.console import info
+
+            # one process cannot step down the ladder alone while the others wait in a gradient exchange
+            info(f"out-of-memory recovery is off with {fabric.world_size} processes; lower --batch-size if memory runs out")
         first = [True]
 
         def fit(plan: dict, again: bool) -> dict:
@@ -824,7 +938,9 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
 
         try:
             outcome, plan, _ = fit_with_oom_recovery(fit, plan, ladder=lora_ladder(), max_steps=4,
-                                                     enabled=config.oom_recovery, on_step=on_step)
+                                                     enabled=oom_recovery, on_step=on_step)
+            if not fabric.is_global_zero:  # rank 0 writes the adapter and the result
+                return {"rank": fabric.global_rank, "run_dir": str(run_dir), "steps": outcome["steps"]}
             final = trainer.export_final(outcome["steps"], outcome["final_loss"], plan)
         finally:
             trainer.close()
@@ -840,6 +956,7 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
             "checkpoints": [str(p) for p in checkpoints(trainer.lora_dir)],
             "validation_images": trainer.state.validation_images, "latent_cache": trainer.cache_info,
             "plan": plan, "oom_recoveries": recoveries, "prediction_type": trainer.prediction_type,
+            "world_size": fabric.world_size, "effective_batch": trainer.group_size(plan),
             "resume_command": f"kitaeru lora train --resume {run_dir}",
             "resumed_from": str(resume_checkpoint) if resume_checkpoint else None,
         }
