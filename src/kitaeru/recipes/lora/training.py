@@ -855,6 +855,9 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
     from kitaeru.core.run import next_run_dir, refuse_used_run_dir
 
     handed = shared_run_dir()  # a process Fabric started for ddp joins rank 0's run folder
+    if not (handed or config.name or config.resume) and place().world_size > 1:
+        # torchrun/SLURM started every process: none can number a folder alone
+        raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --name")
     resume_checkpoint: Optional[Path] = None
     run_dir: Optional[Path] = None
     earlier_plan: dict = {}
@@ -896,8 +899,6 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
             run_dir = root / config.name
             if is_rank_zero():
                 refuse_used_run_dir(run_dir, exist_ok=config.exist_ok)
-        elif place().world_size > 1:  # torchrun/SLURM started every process: none can number a folder alone
-            raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --name")
         else:
             run_dir = next_run_dir(root, "train")
     run = run_folder(run_dir, tensorboard=config.tensorboard)
