@@ -88,3 +88,73 @@ def test_used_folders_are_refused_and_names_increment(tmp_path):
     with pytest.raises(ConfigError):
         refuse_used_run_dir(weights_only)
     refuse_used_run_dir(tmp_path / "fresh")
+
+
+def _slow_drawings(monkeypatch) -> list[int]:
+    """Make every results.png drawing slow (so the lifecycle has to wait for one started early) and
+    record how many rows each one drew."""
+    from kitaeru.core import plots
+
+    real, drawn = plots.write_results_png, []
+
+    def slow(run_dir):
+        rows = len(plots.read_results_csv(os.path.join(run_dir, "results.csv"))[1])
+        time.sleep(0.3)
+        out = real(run_dir)
+        drawn.append(rows)
+        return out
+
+    monkeypatch.setattr(plots, "write_results_png", slow)
+    return drawn
+
+
+def _complete_png(run: RunFolder) -> bool:
+    from PIL import Image
+
+    with Image.open(run.path / "results.png") as image:
+        image.load()  # every byte there and decodable
+    return (run.path / "results.png").stat().st_size > 5_000 and not list(run.path.glob(".results.png*"))
+
+
+def test_results_png_started_early_is_complete_when_the_lifecycle_ends(tmp_path, monkeypatch):
+    drawn = _slow_drawings(monkeypatch)
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with run.lifecycle(resume_command="x"):
+        run.log_epoch({"epoch": 1, "loss": 1.0})
+        run.log_epoch({"epoch": 2, "loss": 0.5})
+        run.start_results_png()  # the last epoch is logged; the body still has work to do
+    assert drawn == [2]  # drawn once, in the background, and waited for
+    assert _complete_png(run)
+
+
+def test_results_png_started_early_is_redrawn_when_an_epoch_follows(tmp_path, monkeypatch):
+    drawn = _slow_drawings(monkeypatch)
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with run.lifecycle(resume_command="x"):
+        run.log_epoch({"epoch": 1, "loss": 1.0})
+        run.start_results_png()
+        run.log_epoch({"epoch": 2, "loss": 0.5})  # e.g. a retry that trained on
+    assert len(drawn) == 2 and drawn[-1] == 2
+    assert _complete_png(run)
+
+
+def test_results_png_started_early_is_complete_after_an_interruption(tmp_path, monkeypatch):
+    drawn = _slow_drawings(monkeypatch)
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with pytest.raises(RunInterrupted):
+        with run.lifecycle(resume_command="x"):
+            run.log_epoch({"epoch": 1, "loss": 1.0})
+            run.start_results_png()
+            raise KeyboardInterrupt
+    assert _result(run)["status"] == "interrupted"
+    assert drawn == [1] and _complete_png(run)
+
+
+def test_a_failed_early_drawing_is_retried_then_only_a_warning(tmp_path, capsys):
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with run.lifecycle(resume_command="x"):
+        run.log_epoch({"epoch": 1, "loss": 1.0})
+        (run.path / "results.png").mkdir()  # the PNG cannot be written where a folder stands
+        run.start_results_png()
+    assert _result(run)["status"] == "completed"
+    assert "results.png: not drawn" in capsys.readouterr().err

@@ -172,6 +172,34 @@ def test_ultralytics_csv_is_cut_back_to_the_checkpoint(tmp_path):
     assert csv_path.read_text() == "epoch,time,loss\n1,1.0,0.5\n2,2.5,0.35\n"
 
 
+def test_results_png_starts_with_the_last_epoch(tmp_path, monkeypatch):
+    """results.png is started once the last epoch's row is in (Ultralytics has set ``stop``), so it is
+    drawn while Ultralytics validates best.pt, and not again for that validation's report."""
+    from types import SimpleNamespace
+
+    from kitaeru.core.run import RunFolder
+    from kitaeru.recipes.detect.evidence import Attempt, EvidenceCallbacks, TrainingState
+
+    def trainer(epoch: int, stop: bool):
+        return SimpleNamespace(
+            epoch=epoch, stop=stop, tloss=None, batch_size=4,
+            label_loss_items=lambda loss, prefix: {f"{prefix}/box_loss": 1.0 / (epoch + 1)},
+            metrics={"metrics/mAP50(B)": 0.1}, optimizer=SimpleNamespace(param_groups=[{"lr": 0.01}]),
+        )
+
+    run = RunFolder(tmp_path / "run", tensorboard=False)
+    started = []
+    monkeypatch.setattr(run, "start_results_png", lambda: started.append(len(run.rows)))
+    state = TrainingState(attempts=[Attempt(number=1, mode="fresh start", plan={"batch": 4})])
+    callbacks = EvidenceCallbacks(run, state)
+    for epoch, stop in ((0, False), (1, True)):
+        callbacks.on_train_epoch_end(None)
+        callbacks.on_fit_epoch_end(trainer(epoch, stop))
+    callbacks.on_fit_epoch_end(trainer(2, True))  # Ultralytics' final validation of best.pt: no new row
+    assert started == [2]
+    assert [r["epoch"] for r in run.rows] == [1, 2]
+
+
 def _csv(path: Path) -> list[dict]:
     import csv
 

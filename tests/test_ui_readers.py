@@ -57,6 +57,24 @@ def test_a_plot_never_fails_a_run(tmp_path, capsys):
     assert "results.png: not drawn" in capsys.readouterr().err
 
 
+def test_results_png_draws_every_curve_on_round_ticks(tmp_path):
+    from PIL import Image
+
+    from kitaeru.core.plots import PANEL, nice_ticks, write_results_png
+
+    assert nice_ticks(2.65, 3.86) == [2.75, 3.0, 3.25, 3.5, 3.75]
+    assert nice_ticks(1, 3, integer=True) == [1, 2, 3] and nice_ticks(1, 1, integer=True) == [1]
+    assert nice_ticks(0, 0) == [-0.04, -0.02, 0.0, 0.02, 0.04]  # a flat curve still gets a scale
+    assert nice_ticks(0, 0.00034) == [0.0, 0.0001, 0.0002, 0.0003]
+    for lo, hi in ((1, 300), (-3e-5, 1e6), (0.1, 0.1000001)):
+        ticks = nice_ticks(lo, hi, integer=True) if lo == 1 else nice_ticks(lo, hi)
+        assert 1 <= len(ticks) <= 6 and all(lo - 1e-9 <= t <= hi + 1e-9 for t in ticks), (lo, hi, ticks)
+    run = detect_like_run(tmp_path / "run")
+    with Image.open(run / "results.png") as image:
+        # 8 curves (loss, metric and lr columns of DETECT_ROWS): 5 panels a row, 2 rows, and a title line
+        assert image.size == (5 * PANEL[0], 2 * PANEL[1] + 40) and image.mode == "RGB"
+
+
 def test_runs_are_found_with_status_epochs_and_key_metric(tmp_path):
     from kitaeru.ui.runs import Roots, find_runs, oom_recoveries, skipped_inputs
 

@@ -130,6 +130,8 @@ class RunFolder:
         self._started = time.time()
         self._live: dict[str, Any] | None = None  # fields of a running lifecycle, refreshed as heartbeat
         self._status: str | None = None
+        self._epochs_logged = 0  # log_epoch calls: tells whether a results.png drawn early is still current
+        self._png: tuple[threading.Thread, int, dict[str, Any]] | None = None
 
     # ---- locations -------------------------------------------------------------------------
     @property
@@ -175,6 +177,7 @@ class RunFolder:
         self._rows = [r for r in self._rows if epoch is None or r.get("epoch") != epoch] + [row]
         self._rows.sort(key=lambda r: (r.get("epoch") is None, r.get("epoch") or 0))
         atomic_write_text(self.results_csv, _rows_to_csv(self._rows))
+        self._epochs_logged += 1
         scalars = {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
         self.log_scalars(scalars, step=step if step is not None else int(epoch or len(self._rows)))
         self.heartbeat()
@@ -242,7 +245,8 @@ class RunFolder:
         """The one run lifecycle: ``running`` from the first second (pid, host, heartbeat), then
         ``completed`` (unless the body wrote its own final status), ``failed`` with the one-line
         error, or ``interrupted`` on Ctrl-C / SIGTERM — which ends in :class:`RunInterrupted`
-        (exit 130) whose message is the command that resumes the run. Writers are always closed.
+        (exit 130) whose message is the command that resumes the run. Writers are always closed, and
+        ``results.png`` is complete when it exits (drawn then, or waited for: :meth:`start_results_png`).
         """
         self._live = {"resume_command": resume_command, **fields}
         self._status = None
@@ -263,7 +267,7 @@ class RunFolder:
             finally:
                 self._live = None
                 self.close()
-                self.write_results_png()
+                self.finish_results_png()
 
     def write_results_png(self) -> Path | None:
         """``results.png`` (the curves of results.csv) for people who don't open a UI; a plot never
@@ -277,6 +281,40 @@ class RunFolder:
 
             warn(f"{self.path / 'results.png'}: not drawn ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
             return None
+
+    def start_results_png(self) -> None:
+        """Start drawing ``results.png`` in a background thread now, for a recipe whose last epoch is
+        logged but whose run goes on a while (a final validation, saving): the drawing then overlaps
+        that work instead of adding to the run's end. :meth:`finish_results_png` (the lifecycle's
+        end) waits for it, and draws again if an epoch was logged after the start."""
+        if self._png is not None:
+            return
+        outcome: dict[str, Any] = {}
+
+        def draw() -> None:
+            try:
+                from .plots import write_results_png
+
+                outcome["path"] = write_results_png(self.path)
+            except Exception as exc:  # noqa: BLE001 - drawn again (and reported) by finish_results_png
+                outcome["error"] = exc
+
+        # Not a daemon: should a second Ctrl-C cut the lifecycle's wait short, the interpreter still
+        # waits for the thread at exit, so the PNG is still written.
+        thread = threading.Thread(target=draw, name="results-png")
+        thread.start()
+        self._png = (thread, self._epochs_logged, outcome)
+
+    def finish_results_png(self) -> Path | None:
+        """``results.png`` complete on return: the background drawing joined when it is current,
+        otherwise (none started, an epoch logged since, an error) drawn here."""
+        pending, self._png = self._png, None
+        if pending is not None:
+            thread, logged, outcome = pending
+            thread.join()
+            if logged == self._epochs_logged and "error" not in outcome:
+                return outcome.get("path")
+        return self.write_results_png()
 
     def read_result(self) -> dict[str, Any] | None:
         if not self.result_json.exists():

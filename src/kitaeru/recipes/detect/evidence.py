@@ -141,6 +141,10 @@ class EvidenceCallbacks:
         row.update(named_metrics(trainer.metrics))
         row["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
         self.run.log_epoch(row)
+        if trainer.stop:
+            # The last epoch (Ultralytics has set stop): results.png is drawn while Ultralytics
+            # validates best.pt and tears down, not after.
+            self.run.start_results_png()
         self.state.last_epoch = row["epoch"]
         self.state.epoch_metrics = {k: row[k] for k in FINAL_METRICS if k in row}
         attempt = self.state.current

@@ -9,6 +9,7 @@ of waiting on a download. An explicit path that does not exist is an error.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,11 @@ def _is_bare_name(text: str) -> bool:
     return "/" not in text and "\\" not in text
 
 
+@functools.lru_cache(maxsize=32)
 def _find_architecture(name: str) -> str | None:
-    """The path of a model YAML Ultralytics ships (e.g. ``yolov8n.yaml``), or None."""
+    """The path of a model YAML Ultralytics ships (e.g. ``yolov8n.yaml``), or None. Cached: the files
+    do not change while the process runs, and a training resolves its model twice (a check before the
+    run folder exists, then the attempt), each a YAML parse of a few milliseconds."""
     from ultralytics.nn.tasks import yaml_model_load
 
     try:
