@@ -50,7 +50,7 @@ def test_cpu_fallback_decodes_resizes_and_names_bad_files(tmp_path):
     assert [tuple(im.shape) for im in images] == [(3, 90, 160), (3, 90, 160), (3, 160, 90)]
     assert images[0].dtype == torch.uint8
     # the same pixels as PIL's decoder (both libjpeg), within rounding of the colour conversion
-    pil = torch.from_numpy(np.asarray(Image.open(paths[0]).convert("RGB"))).permute(2, 0, 1)
+    pil = torch.from_numpy(np.array(Image.open(paths[0]).convert("RGB"))).permute(2, 0, 1)
     assert (images[0].int() - pil.int()).abs().float().mean() < 1.5
 
     decoder = JpegBatchDecoder(64, device="cpu", dtype=torch.bfloat16, channels_last=True)
