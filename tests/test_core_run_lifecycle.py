@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -25,7 +26,9 @@ def test_running_from_the_first_second_then_completed(tmp_path):
         assert first["pid"] == os.getpid() and first["host"] and first["heartbeat_at"]
         assert first["recipe"] == "toy" and first["epochs_planned"] == 2
         run.log_epoch({"epoch": 1, "loss": 0.5})
+        run.flush()  # results.csv and the heartbeat are written in the background
         assert _result(run)["epochs_completed"] == 1  # the heartbeat refreshes the running record
+        assert run.read_results() == [{"epoch": 1, "loss": 0.5}]
     done = _result(run)
     assert done["status"] == "completed" and done["finished_at"] and done["recipe"] == "toy"
 
@@ -158,3 +161,34 @@ def test_a_failed_early_drawing_is_retried_then_only_a_warning(tmp_path, capsys)
         run.start_results_png()
     assert _result(run)["status"] == "completed"
     assert "results.png: not drawn" in capsys.readouterr().err
+
+
+def test_background_evidence_keeps_the_newest_version_and_raises_a_failed_write(tmp_path, monkeypatch):
+    from kitaeru.core import storage
+
+    writer = storage.BackgroundWriter()
+    target = tmp_path / "results.csv"
+    for i in range(50):
+        writer.submit(target, f"version {i}\n")
+    writer.flush()
+    assert target.read_text() == "version 49\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "atomic_write_text", full_disk)
+    writer.submit(target, "lost\n")
+    with pytest.raises(OSError, match="No space left"):
+        writer.flush()
+    writer.flush()  # raised once
+    assert target.read_text() == "version 49\n"
+
+
+def test_a_final_status_lands_after_every_heartbeat(tmp_path):
+    run = RunFolder(tmp_path / "r", tensorboard=False)
+    with run.lifecycle(resume_command="x", recipe="toy"):
+        for epoch in range(1, 21):
+            run.log_epoch({"epoch": epoch, "loss": 1 / epoch})
+    assert _result(run)["status"] == "completed" and _result(run)["epochs_completed"] == 20
+    assert len(run.read_results()) == 20 and (tmp_path / "r" / "results.png").is_file()
+    assert not [t for t in threading.enumerate() if t.name == "evidence-writer"]

@@ -55,10 +55,12 @@ def test_results_csv_never_repeats_or_loses_an_epoch_after_resume(tmp_path):
     run = RunFolder(tmp_path / "run", tensorboard=False)
     for epoch in (1, 2, 3):
         run.log_epoch({"epoch": epoch, "loss": 1.0 / epoch})
+    run.flush()  # what the first process wrote is on disk before it ends
     # killed during epoch 3's validation, resumed from the epoch-2 checkpoint: epoch 3 is logged again
     resumed = RunFolder(tmp_path / "run", tensorboard=False)
     for epoch in (3, 4):
         resumed.log_epoch({"epoch": epoch, "loss": 0.5 / epoch})
+    resumed.flush()
     with open(tmp_path / "run" / "results.csv", newline="") as fh:
         epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
     assert epochs == [1, 2, 3, 4]

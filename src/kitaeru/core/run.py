@@ -11,7 +11,9 @@
     <run>/tensorboard/           TensorBoard scalars (the same numbers as results.csv)
 
 All files are written atomically; ``results.csv`` is rewritten whole on each epoch so a resumed
-run continues the same file.
+run continues the same file. While a run trains, ``results.csv`` and the ``running`` heartbeat are
+written on a background thread (:class:`~kitaeru.core.storage.BackgroundWriter`) so a slow disk never
+stalls training; anything that reads them back, and every final status, waits for those writes first.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import ConfigError, RunInterrupted
-from .storage import atomic_write_json, atomic_write_text, ensure_writable_dir
+from .storage import BackgroundWriter, atomic_write_json, atomic_write_text, ensure_writable_dir, json_text
 from .versions import library_versions
 
 RESULTS_CSV = "results.csv"
@@ -123,6 +125,7 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike, *, tensorboard: bool = True):
         self.path = ensure_writable_dir(path)
+        self._evidence = BackgroundWriter()  # results.csv and heartbeats while training runs
         self.tensorboard_enabled = tensorboard
         self._writer = None
         self._rows: list[dict[str, Any]] = self.read_results()
@@ -164,6 +167,7 @@ class RunFolder:
         return list(self._rows)
 
     def read_results(self) -> list[dict[str, Any]]:
+        self.flush()
         if not self.results_csv.exists():
             return []
         with open(self.results_csv, newline="", encoding="utf-8") as fh:
@@ -176,7 +180,7 @@ class RunFolder:
         epoch = row.get("epoch")
         self._rows = [r for r in self._rows if epoch is None or r.get("epoch") != epoch] + [row]
         self._rows.sort(key=lambda r: (r.get("epoch") is None, r.get("epoch") or 0))
-        atomic_write_text(self.results_csv, _rows_to_csv(self._rows))
+        self._evidence.submit(self.results_csv, _rows_to_csv(self._rows))
         self._epochs_logged += 1
         scalars = {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
         self.log_scalars(scalars, step=step if step is not None else int(epoch or len(self._rows)))
@@ -210,12 +214,18 @@ class RunFolder:
 
     # ---- final result ----------------------------------------------------------------------
     def write_result(self, status: str, **fields: Any) -> Path:
-        """Write ``training_result.json``: the recipe's fields plus the common evidence.
+        """Write ``training_result.json`` now (after any heartbeat still being written): the
+        recipe's fields plus the common evidence.
 
         Common keys: ``status``, ``pid``, ``host``, ``started_at``, ``heartbeat_at``,
         ``wall_time_seconds``, ``epochs_completed`` (from results.csv unless given),
         ``skipped_inputs``, ``library_versions``, ``finished_at`` (once not running).
         """
+        self.flush()
+        self._status = status
+        return atomic_write_json(self.result_json, self._result_record(status, fields))
+
+    def _result_record(self, status: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {"status": status}
         if self._live is not None:
             result.update({k: v for k, v in self._live.items() if k not in fields})
@@ -230,15 +240,20 @@ class RunFolder:
         result["library_versions"] = library_versions()
         if status != "running":
             result["finished_at"] = datetime.now().isoformat(timespec="seconds")
-        self._status = status
-        return atomic_write_json(self.result_json, result)
+        return result
+
+    def flush(self) -> None:
+        """Wait until the evidence written in the background is on disk."""
+        self._evidence.flush()
 
     def heartbeat(self, **fields: Any) -> None:
-        """While a lifecycle runs: refresh ``training_result.json`` (status running, new heartbeat)."""
+        """While a lifecycle runs: refresh ``training_result.json`` (status running, new heartbeat),
+        written in the background (:meth:`flush` waits for it)."""
         if self._live is None or self._status not in (None, "running"):
             return
         self._live.update(fields)
-        self.write_result("running")
+        self._status = "running"
+        self._evidence.submit(self.result_json, json_text(self._result_record("running", {})))
 
     @contextlib.contextmanager
     def lifecycle(self, *, resume_command: str, **fields: Any) -> Iterator["RunFolder"]:
@@ -273,6 +288,7 @@ class RunFolder:
         """``results.png`` (the curves of results.csv) for people who don't open a UI; a plot never
         fails a run: any problem is a warning."""
         try:
+            self.flush()  # the picture is drawn from results.csv on disk
             from .plots import write_results_png
 
             return write_results_png(self.path)
@@ -289,6 +305,7 @@ class RunFolder:
         end) waits for it, and draws again if an epoch was logged after the start."""
         if self._png is not None:
             return
+        self.flush()  # the picture is drawn from results.csv on disk
         outcome: dict[str, Any] = {}
 
         def draw() -> None:
@@ -317,11 +334,13 @@ class RunFolder:
         return self.write_results_png()
 
     def read_result(self) -> dict[str, Any] | None:
+        self.flush()
         if not self.result_json.exists():
             return None
         return json.loads(self.result_json.read_text(encoding="utf-8"))
 
     def close(self) -> None:
+        self.flush()
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -208,9 +208,76 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"))
 
 
+class BackgroundWriter:
+    """Atomic text writes on a background thread, the newest content of each file winning.
+
+    For evidence rewritten while training runs (``results.csv``, the ``training_result.json``
+    heartbeat): the rename of a whole-file rewrite can wait tens of milliseconds on the file system's
+    journal right after a checkpoint was saved (and far longer on network storage), which would stall
+    the training loop. A version not yet written when a newer one comes is dropped; one file's
+    versions land in order. :meth:`flush` waits until everything submitted is on disk and raises the
+    first error a write met (which :meth:`submit` also raises, so a full disk still stops the run).
+    The thread is not a daemon: the interpreter waits for a write in progress before it exits.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._pending: dict[Path, str] = {}
+        self._writing = False
+        self._thread = None
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def submit(self, target: str | os.PathLike, text: str) -> None:
+        import threading
+
+        with self._cond:
+            self._raise_error()
+            self._pending[Path(target)] = text
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="evidence-writer")
+                self._thread.start()
+
+    def flush(self) -> None:
+        with self._cond:
+            while self._pending or self._writing:
+                self._cond.wait()
+            self._raise_error()
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending:
+                    self._thread = None  # under the lock: the next submit starts a new thread
+                    self._cond.notify_all()
+                    return
+                target = next(iter(self._pending))
+                text = self._pending.pop(target)
+                self._writing = True
+            try:
+                atomic_write_text(target, text)
+            except BaseException as exc:  # noqa: BLE001 - handed to the thread that submits or flushes
+                with self._cond:
+                    self._error = self._error or exc
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as the JSON text kitaeru writes (UTF-8 kept, paths and arrays as plain values)."""
+    return json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default) + "\n"
+
+
 def atomic_write_json(target: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
-    return atomic_write_text(target, text + "\n")
+    return atomic_write_text(target, json_text(obj, indent))
 
 
 def _json_default(obj: Any):
