@@ -12,7 +12,7 @@ from typing import Literal, Optional
 from pydantic import field_validator
 
 from kitaeru.core.config import RecipeConfig, setting
-from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, DeviceCount, Strategy
+from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, DeviceCount
 
 RECIPE_NAME = "lora"
 GUIDE_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -101,8 +101,10 @@ class TrainConfig(RecipeConfig):
     device: str = setting("auto", "auto, cuda, cuda:N, mps or cpu.")
     devices: DeviceCount = setting("1", DEVICES_HELP, metavar="N|auto")
     num_nodes: int = setting(1, NUM_NODES_HELP, ge=1)
-    strategy: Strategy = setting("auto", "How several devices share the work: auto (ddp when > 1 device) or ddp "
-                                 "(fsdp is refused: the frozen model is not sharded for a LoRA adapter).")
+    # No fsdp: every device holds the whole frozen UNet and trains a few MB of adapter, which is what
+    # ddp does; fsdp would shard the frozen weights and scatter the adapter state this recipe saves.
+    strategy: Literal["auto", "ddp"] = setting("auto", "How several devices share the work: auto (ddp when > 1 "
+                                               "device) or ddp (each device holds the frozen model).")
     seed: int = setting(42, "Seed of the data order, noise, timesteps and validation images.")
     oom_recovery: bool = setting(True, "On out-of-memory: halve the batch (accumulating to keep the effective batch), "
                                  "then gradient checkpointing, then a smaller resolution; resumed from the last checkpoint (one process only: "
@@ -114,15 +116,6 @@ class TrainConfig(RecipeConfig):
     def _multiple_of_8(cls, value: int) -> int:
         if value % 8:
             raise ValueError(f"must be a multiple of 8 (got {value}; try {max(8, value // 8 * 8)})")
-        return value
-
-    @field_validator("strategy")
-    @classmethod
-    def _not_fsdp(cls, value: str) -> str:
-        if value == "fsdp":
-            # Every process holds the whole frozen UNet and trains a few MB of adapter: ddp is the fit;
-            # fsdp would shard the frozen weights and scatter the adapter state this recipe saves.
-            raise ValueError("fsdp is not supported for LoRA training; use ddp (each device holds the frozen model)")
         return value
 
     @field_validator("target_modules")
