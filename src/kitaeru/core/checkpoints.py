@@ -8,7 +8,8 @@ needs arbitrary unpickling; only with ``trust=True`` (the user's ``--trust-check
 loaded fully. Lightning resume (``fit(ckpt_path=...)``) goes through :func:`check_checkpoint`
 first and then passes ``weights_only=not trust`` on. Checkpoints that pickle whole modules
 (Ultralytics ``.pt``) go through :func:`load_model_checkpoint` / :func:`check_model_checkpoint`,
-which let only the named ``nn.Module`` classes into torch's weights-only unpickler.
+which let only the named ``nn.Module`` classes into torch's weights-only unpickler, and only as
+data (built, never called: see :mod:`.pickle_scan`).
 """
 
 from __future__ import annotations
@@ -81,11 +82,13 @@ def load_model_checkpoint(path: str | os.PathLike, *, trust: bool = False, allow
                           allow_names: tuple[str, ...] = (), map_location: Any = "cpu", what: str = "checkpoint") -> Any:
     """Load a checkpoint that pickles whole ``nn.Module`` objects (an Ultralytics ``.pt``) without
     running arbitrary code: every global it names must be a ``torch.nn.Module`` subclass from a module
-    under ``allow_modules`` (``("ultralytics.nn.",)``) or ``torch.nn.modules.``; those classes are
-    allowed into torch's ``weights_only`` unpickler, which still refuses everything else. Any other
-    global (``os.system``, ``builtins.open``, ...) is refused, except plain classes named exactly in
-    ``allow_names`` (data holders such as ``ultralytics.utils.IterableSimpleNamespace``); any other global is refused in one line naming ``--trust-checkpoint``;
-    with ``trust`` the file is loaded fully.
+    under ``allow_modules`` (``("ultralytics.nn.tasks.", "ultralytics.nn.modules.")``) or
+    ``torch.nn.modules.``, or a plain data class named exactly in ``allow_names`` (such as
+    ``ultralytics.utils.IterableSimpleNamespace``). A module class must be *built* the way ``torch.save``
+    writes it (``__new__`` + ``__setstate__``, neither defined outside PyTorch), never *called*: a pickle
+    that calls one, or passes one to any call, is refused (:mod:`.pickle_scan`), because torch's
+    weights-only unpickler would run its constructor with the file's arguments. Everything else is
+    refused in one line naming ``--trust-checkpoint``; with ``trust`` the file is loaded fully.
     """
     import torch
 
@@ -99,14 +102,19 @@ def load_model_checkpoint(path: str | os.PathLike, *, trust: bool = False, allow
     except Exception as exc:  # noqa: BLE001 - not a zip checkpoint, truncated, ...
         raise DataError(f"{path}: cannot read {what}: not a PyTorch {what} ({type(exc).__name__}: {_first_line(exc)})") from None
     prefixes = ("torch.nn.modules.", *allow_modules)
-    classes, refused = [], []
+    classes, modules, refused = [], set(), []
     for name in names:
         cls = _module_class(name) if name.startswith(prefixes) else _named_class(name) if name in allow_names else None
+        if cls is not None and name.startswith(prefixes):
+            modules.add(name)
+            if _runs_code_when_built(cls):
+                cls = None
         (classes if cls is not None else refused).append(cls if cls is not None else name)
     if refused:
         shown = ", ".join(sorted(refused)[:3]) + (" ..." if len(refused) > 3 else "")
         raise ConfigError(f"{path}: {what} names code outside the model classes ({shown}), which could run when "
                           f"loaded; load it only if you trust its source, with {TRUST_FLAG}")
+    _refuse_module_calls(path, modules, what)
     with torch.serialization.safe_globals(classes):
         return load_checkpoint(path, trust=False, map_location=map_location, what=what)
 
@@ -119,6 +127,34 @@ def check_model_checkpoint(path: str | os.PathLike, *, trust: bool = False, allo
             raise DataError(f"{path}: {what} not found")
         return
     load_model_checkpoint(path, trust=False, allow_modules=allow_modules, allow_names=allow_names, what=what)
+
+
+def _refuse_module_calls(path: Path, modules: set[str], what: str) -> None:
+    """Refuse a file whose pickle calls an allowed module class (its constructor would run with the
+    file's arguments: ``AutoBackend("stage2.pt")`` loads another file fully) instead of building it the
+    way ``torch.save`` does (``cls.__new__`` + ``__setstate__``)."""
+    from .pickle_scan import checkpoint_pickle, find_class_calls
+
+    if not modules:
+        return
+    try:
+        calls = find_class_calls(checkpoint_pickle(path), modules)
+    except Exception as exc:  # noqa: BLE001 - a pickle the scanner cannot follow is not loaded
+        raise DataError(f"{path}: cannot read {what}: not a PyTorch {what} ({type(exc).__name__}: {_first_line(exc)})") from None
+    if calls:
+        shown = "; ".join(sorted(set(calls))[:2]) + (" ..." if len(set(calls)) > 2 else "")
+        raise ConfigError(f"{path}: {what} calls model classes when loaded ({shown}), which could run code; "
+                          f"load it only if you trust its source, with {TRUST_FLAG}")
+
+
+def _runs_code_when_built(cls) -> bool:
+    """True when building ``cls`` from a pickle would run its own code: a ``__new__`` or
+    ``__setstate__`` defined outside PyTorch (torch's own only set defaults)."""
+    for hook in ("__new__", "__setstate__"):
+        owner = next((k for k in cls.__mro__ if hook in vars(k)), object)
+        if owner is not object and not owner.__module__.startswith("torch."):
+            return True
+    return False
 
 
 def _module_class(dotted: str):

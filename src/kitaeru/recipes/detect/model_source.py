@@ -100,9 +100,11 @@ def model_scale(spec: str) -> str | None:
 
 # ---- checkpoints are data: what an Ultralytics .pt may name when loaded without --trust-checkpoint ----
 
-# Ultralytics pickles whole models: its nn.Module classes (and torch's) are let into torch's
-# weights-only unpickler, nothing else ...
-ALLOW_MODULES = ("ultralytics.nn.",)
+# Ultralytics pickles whole models: the classes of its model graphs (tasks and building blocks) and
+# torch's are let into torch's weights-only unpickler, nothing else (never ``ultralytics.nn.autobackend``
+# or ``text_model``, whose constructors load further files); core refuses a file that *calls* any of
+# them rather than building it as torch.save does ...
+ALLOW_MODULES = ("ultralytics.nn.tasks.", "ultralytics.nn.modules.")
 # ... except these plain data holders, named exactly (an unfinished run's last.pt keeps its training
 # arguments as an IterableSimpleNamespace; found with torch.serialization.get_unsafe_globals_in_checkpoint).
 ALLOW_NAMES = ("ultralytics.utils.IterableSimpleNamespace",)
@@ -140,3 +142,46 @@ def check_user_weights(spec: str | None, *, trust: bool = False, what: str = "--
     """Check ``--model`` early when it names an existing ``.pt`` file (before any dataset is read)."""
     if spec and Path(spec).expanduser().suffix.lower() == ".pt" and Path(spec).expanduser().is_file():
         check_weights(Path(spec).expanduser(), trust=trust, what=what)
+
+
+# ---- pass-through Ultralytics arguments that name files ------------------------------------------
+
+# Ultralytics arguments whose value, when it is a path, is a checkpoint Ultralytics unpickles fully.
+WEIGHT_ARGS = ("pretrained",)
+
+
+def expand_cfg_argument(extra: dict) -> dict:
+    """Ultralytics' ``cfg=FILE.yaml`` replaces every training argument with the file's (``pretrained``,
+    ``resume`` and ``model`` included), out of sight of kitaeru's checks. Its keys are read here as
+    plain data (a YAML tag such as ``!!python/object`` is refused in one line) and merged under the
+    ``key=value`` arguments, so every key goes through the same checks as a command-line one."""
+    if not extra.get("cfg"):
+        return {k: v for k, v in extra.items() if k != "cfg"}
+    import yaml
+
+    path = Path(str(extra["cfg"])).expanduser()
+    if not path.is_file():
+        raise DataError(f"cfg={extra['cfg']}: file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cfg={extra['cfg']}: not a plain YAML mapping of Ultralytics arguments ({reason})") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+        raise ConfigError(f"cfg={extra['cfg']}: expected a mapping of Ultralytics arguments")
+    return {**{k: v for k, v in loaded.items() if k != "cfg"}, **{k: v for k, v in extra.items() if k != "cfg"}}
+
+
+def check_weight_arguments(extra: dict, *, trust: bool = False) -> None:
+    """Every pass-through argument that names a checkpoint (``pretrained=x.pt``) is checked as data,
+    like ``--model``, before Ultralytics unpickles it with ``weights_only=False``."""
+    for key, value in extra.items():
+        if not isinstance(value, (str, Path)) or str(value).lower() in ("true", "false", ""):
+            continue
+        path = Path(str(value)).expanduser()
+        if key in WEIGHT_ARGS and not path.is_file():
+            raise DataError(f"{key}={value}: weights file not found")
+        if path.suffix.lower() in (".pt", ".pth") and path.is_file():
+            check_weights(path, trust=trust, what=f"{key}= checkpoint")

@@ -67,7 +67,7 @@ def trained_image_size(weights: str | Path, *, trust: bool = False) -> int | Non
 
 def predict_images(config: PredictConfig) -> dict[str, Any]:
     """Run the model over ``config.source``; write annotated images and YOLO txt labels (see module doc)."""
-    from .model_source import check_weights
+    from .model_source import check_weight_arguments, check_weights, expand_cfg_argument
     from .ultralytics_env import guarded, prepare_ultralytics
     from .validate import resolve_detect_device, ultralytics_device_arg
 
@@ -81,6 +81,8 @@ def predict_images(config: PredictConfig) -> dict[str, Any]:
     onnx = model.suffix.lower() == ".onnx"
     if not onnx:
         check_weights(model, trust=config.trust_checkpoint)  # before YOLO(), which unpickles fully
+    extra = expand_cfg_argument(dict(config.ultralytics))
+    check_weight_arguments(extra, trust=config.trust_checkpoint)
     imgsz = config.image_size or (None if onnx else trained_image_size(model, trust=config.trust_checkpoint)) or 640
     folder = next_run_dir(ensure_writable_dir(Path(config.output_dir).expanduser().resolve()), "predict")
     info(f"predicting with {model} on {config.source} (imgsz {'from the export' if onnx and not config.image_size else imgsz}) "
@@ -92,7 +94,7 @@ def predict_images(config: PredictConfig) -> dict[str, Any]:
             source=config.source, imgsz=imgsz, conf=config.conf, iou=config.iou, max_det=config.max_det,
             device=ultralytics_device_arg(config.device, device.device, several=False), save=config.save_images, save_txt=config.save_txt,
             save_conf=config.save_conf, project=str(folder.parent), name=folder.name, exist_ok=True,
-            stream=True, verbose=False, **config.ultralytics,
+            stream=True, verbose=False, **extra,
         )
         for result in results:
             images += 1

@@ -30,7 +30,7 @@ from kitaeru.core.storage import check_output_path, ensure_writable_dir, is_remo
 from kitaeru.recipes.detect.dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
 
 from .config import PLAN_FIELDS, PLAN_KEYS, RECIPE, TrainConfig, check_device
-from .model_source import check_user_weights, check_weights, resolve_model
+from .model_source import check_user_weights, check_weight_arguments, check_weights, expand_cfg_argument, resolve_model
 from .plan import fit_plan, plan_detect
 from .session import LAST, TrainingSession, checkpoint_is_resumable
 from .ultralytics_env import prepare_ultralytics, settings_file
@@ -93,7 +93,7 @@ def ultralytics_arguments(config: TrainConfig) -> dict[str, Any]:
     """Ultralytics training arguments from ``train:`` and ``key=value`` (validated by Ultralytics' own check)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
-    extra = dict(config.ultralytics)
+    extra = expand_cfg_argument(dict(config.ultralytics))
     managed = sorted(k for k in extra if k in MANAGED_ARGS)
     if managed:
         raise ConfigError(f"{', '.join(managed)}=...: set by kitaeru (use --data-dir, --model, --output-dir or --resume)")
@@ -121,9 +121,10 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
     """Run ``detect train`` end to end (see module doc); ``callbacks`` are extra Ultralytics callbacks."""
     check_train(config)
     check_user_weights(config.model, trust=config.trust_checkpoint)
+    check_weight_arguments(expand_cfg_argument(dict(config.ultralytics)), trust=config.trust_checkpoint)
+    dataset = load_dataset(config)  # every label checked before torch and the device
     config = config.model_copy(update={"device": sagemaker_device(config.device)})
     device = resolve_detect_device(config.device)
-    dataset = load_dataset(config)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     ul_args = ultralytics_arguments(config)
     plan = plan_detect(config, device)
@@ -192,6 +193,7 @@ def check_train(config: TrainConfig) -> None:
         _check_local(value, option)
     check_device(config.device)
     check_output_path(config.output_dir, setting="--output-dir", kind="dir")
+    expand_cfg_argument(dict(config.ultralytics))  # a cfg= file that is not plain data: refused before work
     if config.resume:
         return
     if not config.data_dir:
@@ -199,6 +201,7 @@ def check_train(config: TrainConfig) -> None:
     data = Path(config.data_dir).expanduser()
     if not (data.is_file() or (data / "data.yaml").is_file()):  # a folder holding data.yaml (a SageMaker channel)
         raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+    load_data_yaml(config.data_dir)  # its content (keys, names, split folders): wrong ones fail before any model
     for value, option in ((config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
         if value and config.dynamic_synthetic and not Path(value).expanduser().is_dir():
             raise DataError(f"{option} {value}: folder not found")
