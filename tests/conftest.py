@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from guards import guard, wait_until
 
 # Tests never open a progress bar or reach for a hub.
 os.environ.setdefault("KITAERU_NO_PROGRESS", "1")
@@ -90,10 +91,10 @@ def cli(capsys):
 def cli_subprocess():
     """Run ``kitaeru`` as a separate process (the installed console script's code path)."""
 
-    def invoke(*args: str, timeout: float = 600, env: dict | None = None) -> CliResult:
+    def invoke(*args: str, timeout: float | None = None, env: dict | None = None) -> CliResult:
         proc = subprocess.run(
             [sys.executable, "-m", "kitaeru", *[str(a) for a in args]],
-            capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+            capture_output=True, text=True, timeout=guard(timeout), env={**os.environ, **(env or {})},
         )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -106,24 +107,24 @@ def cli_interrupted():
     return its CliResult: ``cli_interrupted(["lora", "train", ...], ready=lambda: (run / "results.csv").exists())``.
     """
     import signal
-    import time
 
-    def invoke(args, ready, *, timeout: float = 300, env: dict | None = None) -> CliResult:
+    def invoke(args, ready, *, timeout: float | None = None, env: dict | None = None,
+               parent_ignores_sigint: bool = False, stop_signal: int = signal.SIGINT) -> CliResult:
+        # parent_ignores_sigint: started as `nohup … &`, cron or a job runner start it (SIGINT inherited as ignored)
         proc = subprocess.Popen(
             [sys.executable, "-m", "kitaeru", *[str(a) for a in args]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if parent_ignores_sigint else None,
         )
-        deadline = time.time() + timeout
         try:
-            while not ready():
+            try:
+                wait_until(ready, "it was ready to interrupt", proc=proc, timeout=timeout)
+            except AssertionError as e:
                 if proc.poll() is not None:
-                    out, err = proc.communicate()
-                    raise AssertionError(f"process ended (exit {proc.returncode}) before it was ready to interrupt:\n{err[-2000:]}")
-                if time.time() > deadline:
-                    raise AssertionError("process never became ready to interrupt")
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=timeout)
+                    raise AssertionError(f"{e}:\n{proc.communicate()[1][-2000:]}") from None
+                raise
+            proc.send_signal(stop_signal)
+            out, err = proc.communicate(timeout=guard(timeout))
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -152,6 +152,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
         if debug:
             raise
+        from kitaeru.core.errors import disk_error
+
+        # a full disk, a read-only filesystem: the machine's state, not a bug
+        if (mapped := disk_error(exc)) is not None:
+            _print_error(str(mapped))
+            return mapped.exit_code
         first = str(exc).splitlines()[0] if str(exc) else ""
         _print_error(f"unexpected {type(exc).__name__}: {first} (re-run with --debug for the traceback)")
         return 1
@@ -163,9 +169,14 @@ def _print_error(message: str) -> None:
 
     from rich.markup import escape
 
-    # The message is data (paths, hints like 'kitaeru[devkit]'), never markup.
+    # The message is data (paths, hints like 'kitaeru[devkit]'), never markup; a newline in a
+    # quoted path is shown as \\n so the error stays one line.
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
+    from kitaeru.core.signals import install_interrupt_handlers
+
+    install_interrupt_handlers()  # before anything else: a parent may have left SIGINT ignored
     sys.exit(run())
