@@ -18,20 +18,13 @@ import typer
 from typer.core import TyperGroup
 
 from kitaeru import __version__
+from kitaeru.recipes.catalog import JOBS, job_module
 
-# name -> (module exposing ``app``, one-line help shown by ``kitaeru --help``)
+# name -> (module exposing ``RECIPE`` or ``app``, one-line help shown by ``kitaeru --help``): the jobs
+# from their one catalog (each RECIPE takes its help line from there too), and two utility commands.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "multimodal": ("kitaeru.recipes.multimodal", "Train/evaluate/search contrastive text-image(-time-series) scene embeddings."),
-    "embed": ("kitaeru.recipes.embed", "Embed images (or texts) with a ViT/CNN/CLIP encoder into Parquet or .npy."),
-    "index": ("kitaeru.recipes.index", "Build, extend, search and evaluate Faiss indexes over embeddings (flat / ivfpq / hnsw / auto)."),
-    "serve": ("kitaeru.recipes.serve", "Serve text/image search over a multimodal output or a Faiss index (FastAPI + uvicorn)."),
-    "map": ("kitaeru.recipes.map", "Draw a UMAP map (PNG, interactive HTML, JSON) of embeddings or a multimodal vector DB."),
-    "detect": ("kitaeru.recipes.detect", "Fine-tune YOLOv8 on Ultralytics (GPU-tier plans, OOM recovery, LLRD, copy-paste); val, predict, export ONNX."),
-    "docclass": ("kitaeru.recipes.docclass", "Document-type recognition by metric learning: train, evaluate, export, register, classify."),
+    **{name: (job_module(name), help_line) for name, help_line in JOBS.items()},
     "checks": ("kitaeru.cli.checks", "Print device, GPU tier, installed extras, offline weights and library versions."),
-    "lora": ("kitaeru.recipes.lora", "Floor-plan LoRA for Stable Diffusion: prepare captions, train with checkpoints and resume, generate plans."),
-    "runs": ("kitaeru.recipes.runs", "List training runs and their status; a run whose process died shows as 'died' with its resume command."),
-    "ui": ("kitaeru.recipes.ui", "The dashboard (Streamlit): runs, training curves, start/stop trainings, map & search, floor plans."),
     "sample": ("kitaeru.cli.sample", "Write built-in sample datasets (driving scenes, documents) to a folder."),
 }
 

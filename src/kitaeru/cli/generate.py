@@ -29,13 +29,12 @@ from kitaeru.core.config import (
     field_help,
     field_paths,
     list_presets,
-    load_config,
     parse_assignments,
     preset_summary,
     resolve_key,
     section_schema,
 )
-from kitaeru.core.recipe import Mode, Recipe
+from kitaeru.core.recipe import Mode, Recipe, configure_mode, execute_mode
 
 def refuse_unknown_command(group: click.Group, ctx: click.Context, args: list[str]) -> None:
     """An unknown sub-command is a one-line error with the closest known names."""
@@ -69,6 +68,8 @@ class AliasedGroup(SuggestingGroup):
 def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(the type without Optional, whether it is a list)."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # a shared bounded type (core.config.RunName ...): its plain type
+        return _base_type(typing.get_args(annotation)[0])
     if origin is typing.Union or str(origin) == "types.UnionType":
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
@@ -228,16 +229,13 @@ def run_mode(recipe: Recipe, mode: Mode, targets: dict[str, str], kwargs: dict[s
             if cfg_name and cfg_name != preset:
                 raise ConfigError(f"give either --{switch} or --cfg-name, not both (--{switch} is the '{preset}' preset)")
             cfg_name = preset
-    config = load_config(mode.schema, recipe.config_dir, cfg_name=cfg_name, config_file=kwargs.get("config_file"),
-                         overrides=overrides)
+    config = configure_mode(recipe, mode, overrides, cfg_name=cfg_name, config_file=kwargs.get("config_file"))
     if kwargs.get("print_config"):
         from kitaeru.core.config import config_to_yaml
 
         click.echo(config_to_yaml(config), nl=False)
         return None
-    if mode.check is not None:
-        mode.check(config)
-    result = mode.run(config)
+    result = execute_mode(mode, config)
     from kitaeru.core.distributed import is_rank_zero
 
     if not is_rank_zero():  # the other processes of a ddp job share the terminal: rank 0 prints the result

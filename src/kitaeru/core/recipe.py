@@ -71,3 +71,20 @@ class Recipe:
             if mode.name == name or name in mode.aliases:
                 return mode
         raise KeyError(name)
+
+
+def configure_mode(recipe: Recipe, mode: Mode, overrides: Mapping[str, Any], *, cfg_name: str | None = None,
+                   config_file: str | None = None) -> Any:
+    """The resolved config of one call, whatever the front end: defaults < preset (``cfg_name`` or
+    ``config_file``) < ``overrides`` (dotted field paths). Errors list every problem in one line."""
+    from .config import load_config
+
+    return load_config(mode.schema, recipe.config_dir, cfg_name=cfg_name, config_file=config_file, overrides=overrides)
+
+
+def execute_mode(mode: Mode, config: Any) -> Any:
+    """The mode's cheap checks (before any heavy import), then its entry function: the one way every
+    front end (command line, Python API, dashboard, SageMaker) runs a command."""
+    if mode.check is not None:
+        mode.check(config)
+    return mode.run(config)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 from .config import ExportConfig, PredictConfig, TrainConfig, ValConfig
@@ -112,8 +113,7 @@ def _summary(module: str):
 
 RECIPE = Recipe(
     name="detect",
-    help="Fine-tune YOLOv8 on Ultralytics (GPU-tier plans, OOM recovery, TensorBoard, LLRD, copy-paste), "
-         "then validate, predict and export to ONNX.",
+    help=JOBS["detect"],
     modes=[
         Mode(
             "train", TrainConfig, train,

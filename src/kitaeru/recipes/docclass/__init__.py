@@ -31,6 +31,7 @@ from typing import Any
 
 import click
 
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 from . import checks
@@ -141,7 +142,7 @@ def _classify_summary(results: list[dict[str, Any]]) -> None:
 
 RECIPE = Recipe(
     name="docclass",
-    help="Document-type recognition by metric learning: train, evaluate, export (ONNX), register templates, classify photos.",
+    help=JOBS["docclass"],
     modes=[
         Mode(
             "train", TrainConfig, train,

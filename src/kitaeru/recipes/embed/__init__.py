@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 from kitaeru.recipes.embed.config import EmbedConfig
 
@@ -117,7 +118,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 RECIPE = Recipe(
     name="embed",
-    help="Embed images (or texts) with a ViT/CNN/CLIP encoder into Parquet or .npy.",
+    help=JOBS["embed"],
     modes=[
         Mode(
             name="embed",

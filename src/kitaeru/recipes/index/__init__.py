@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 from kitaeru.recipes.index.config import IndexAddConfig, IndexBuildConfig, IndexEvaluateConfig, IndexSearchConfig
 
@@ -76,8 +77,22 @@ def check_search(config: IndexSearchConfig) -> None:
                           + (f" (got {', '.join(given)})" if given else ""))
     if config.queries is not None and config.out is None:
         raise ConfigError("--queries needs --out FILE.npy for the (n, k) ids")
+    _query_checks(config.text, config.image)
     _local_input("--queries", config.queries)
     _writable("--out", config.out)
+
+
+def _query_checks(text: str | None, image: str | None) -> None:
+    """An empty text or a missing image is refused here, before the query encoder loads."""
+    from pathlib import Path
+
+    from kitaeru.core.errors import ConfigError, DataError
+    from kitaeru.core.storage import is_remote
+
+    if text is not None and not text.strip():
+        raise ConfigError("--text: the query is empty")
+    if image is not None and not is_remote(image) and not Path(image.removeprefix("file://")).is_file():
+        raise DataError(f"{image}: image not found (--image)")
 
 
 # ---- the modes -------------------------------------------------------------------------------
@@ -180,7 +195,7 @@ def _print_search(result: Any) -> None:
 
 RECIPE = Recipe(
     name="index",
-    help="Build, extend, search and evaluate Faiss indexes (flat / ivfpq / hnsw / auto) over embeddings.",
+    help=JOBS["index"],
     modes=[
         Mode(
             name="build", schema=IndexBuildConfig, run=build, check=check_build, summary=_print_build,

@@ -3,13 +3,16 @@ then generate plans of a requested grid size.
 
 The job, in order:
 
-1. ``prepare`` — pair each image with its caption (a same-name JSON in the guide's v1.0 or v2.0
+1. ``prepare`` — pair each image with its caption(s) (a same-name JSON in the guide's v1.0 or v2.0
    format, a ``.txt``/``.caption`` file, or the default from the file name) and write
-   ``metadata.csv/.json/.jsonl``, ``train.csv`` and ``val.csv`` (seeded split); skipped images are listed.
-2. ``train`` — LoRA on the UNet only (VAE and text encoder frozen, their work cached once), the
-   base scheduler's own noise schedule, ``lora_model/checkpoint-N`` every N steps with exact
-   resume, validation images, ``lora_model/final`` in PEFT and diffusers formats, the run evidence
-   and the out-of-memory ladder (halve batch -> gradient checkpointing -> smaller resolution).
+   ``metadata.jsonl`` (the training rows, what ``datasets``' imagefolder reads) and
+   ``captions.csv/.json`` (every image with its seeded train/val split); skipped images are listed.
+2. ``train`` — LoRA on the UNet (and, on request, the text encoder; the VAE's and text encoder's
+   frozen work cached once), the base scheduler's own noise schedule, a step budget,
+   ``lora_model/checkpoint-N`` every N steps with exact resume, validation images,
+   ``lora_model/final`` as a Hub-ready folder (diffusers weights with their rank/alpha, PEFT
+   weights, model card), the run evidence and the out-of-memory ladder (halve batch -> gradient
+   checkpointing -> smaller resolution).
 3. ``generate`` — a plan of ``width x height`` grid cells (1-50) at the size rule, with the
    floor-plan prompt, DPM-Solver multistep, dark images inverted. ``kitaeru serve --lora`` puts
    the same generation behind ``POST /api/generate-floor-plan``.
@@ -18,13 +21,18 @@ The base model is a setting (a Hugging Face id or a local diffusers folder), nev
 offline tries, ``write_tiny_pipeline`` (``kitaeru sample sd-pipeline``) writes a tiny random-init
 pipeline: it runs every code path in seconds and generates no real floor plans.
 
-Modules: ``config`` (schemas), ``data`` (captions and the prepared dataset), ``training`` (the Fabric
-loop on one or several devices, cache, checkpoints, OOM ladder), ``generation``, ``tiny_pipeline``; the pipeline loading and
-the size rule live in ``kitaeru.models.diffusion`` (shared with ``serve``).
+Modules: ``config`` (schemas), ``data`` (captions and the prepared dataset), ``training`` (the entry:
+checks, run folder, OOM ladder), ``components`` (frozen parts and adapters), ``images``, ``cache``
+(latents and text embeddings), ``loop`` (the Fabric loop on one or several devices; metrics leave it
+through ``log_metrics``), ``checkpoints`` (write and resume), ``validation``, ``export`` (final folder
+and model card), ``generation``, ``tiny_pipeline``; loading any adapter folder of a run
+(``resolve_adapter``), the pipeline and the size rule live in ``kitaeru.models.diffusion`` (shared
+with ``serve`` and the dashboard).
 """
 
 from __future__ import annotations
 
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 from .config import GenerateConfig, PrepareConfig, TrainConfig
@@ -90,10 +98,19 @@ def _print_prepare(result: dict) -> None:
 
     rows = [("images", result["images"]), ("train", result["train"]), ("val", result["val"]),
             ("captions", ", ".join(f"{k} {v}" for k, v in sorted(result["caption_sources"].items()))),
+            ("images with several captions", result["several_captions"]),
             ("skipped", len(result["skipped"])), ("output", result["output_dir"])]
     print_table("prepared floor-plan dataset", ["", "value"], rows)
+    print_table("caption sources", ["source", "images", "files"], [
+        (source, len(names), _names(names)) for source, names in sorted(result["caption_files"].items())])
     if result["skipped"]:
         print_table("skipped images", ["path", "reason"], [(s["path"], s["reason"]) for s in result["skipped"]])
+
+
+def _names(names: list[str], shown: int = 6) -> str:
+    """A few file names, then how many more (the full lists are in --json and captions.csv)."""
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _print_train(result: dict) -> None:
@@ -101,7 +118,7 @@ def _print_train(result: dict) -> None:
 
     print_table("LoRA training", ["", "value"], [
         ("run", result["run_dir"]), ("steps", result["steps"]), ("epochs", result["epochs_completed"]),
-        ("final loss", result["final_loss"]), ("adapter", result["final_dir"]),
+        ("final loss", result["final_loss"]), ("adapter", result["final_dir"]), ("model card", result["model_card"]),
         ("OOM recoveries", len(result["oom_recoveries"])),
     ])
 
@@ -113,7 +130,7 @@ def _print_generate(result: dict) -> None:
         stdout.print(f"{path} ({result['width_px']}x{result['height_px']})")
 
 
-RECIPE = Recipe("lora", "Floor-plan LoRA for Stable Diffusion: prepare captions, train (resume, checkpoints), generate plans.", [
+RECIPE = Recipe("lora", JOBS["lora"], [
     Mode("prepare", PrepareConfig, prepare,
          "Pair floor-plan images with captions (JSON v1.0/v2.0, .txt, or the default) and write the dataset files.",
          ["kitaeru lora prepare --images data/floorplans --output-dir data/floorplans_prepared",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 from .config import MapConfig
@@ -54,7 +55,7 @@ def _summary(summary: dict[str, Any]) -> None:
 
 RECIPE = Recipe(
     name="map",
-    help="Draw a UMAP map (PNG, interactive HTML, JSON) of embeddings or of a multimodal vector DB.",
+    help=JOBS["map"],
     modes=[
         Mode(
             "map", MapConfig, map,

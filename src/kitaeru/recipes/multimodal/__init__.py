@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 from .config import EvaluateConfig, MultimodalConfig, SearchConfig, TrainConfig
@@ -85,7 +86,13 @@ def prepare_train_config(config: TrainConfig) -> TrainConfig:
     check_local_folder(config.nuscenes_path, "--nuscenes-path", "nuScenes root")
     out = str(config.output_dir)
     if not (config.resume or config.skip_training or is_remote(out)) and is_rank_zero():
+        from kitaeru.core.storage import check_output_path
+
+        check_output_path(out, setting="--output-dir", kind="dir")
         refuse_used_run_dir(out, exist_ok=config.exist_ok)
+    from .data import check_inputs
+
+    check_inputs(config)  # the data and encoder names, before the run folder opens and before torch
     return config
 
 
@@ -118,6 +125,8 @@ def search(config: SearchConfig) -> list[dict[str, Any]]:
 
     if (config.text is None) == (config.image is None):
         raise ConfigError("give exactly one of --text or --image")
+    if config.text is not None and not config.text.strip():
+        raise ConfigError("--text: the query is empty")
     from .config import check_local_folder
 
     # cheap checks before torch and the encoders are imported: a wrong folder fails at once
@@ -166,7 +175,7 @@ def _search_summary(hits: list[dict[str, Any]]) -> None:
 
 RECIPE = Recipe(
     name="multimodal",
-    help="Contrastive text ↔ image (↔ time-series) scene embeddings: train, evaluate, search.",
+    help=JOBS["multimodal"],
     modes=[
         Mode(
             "train", TrainConfig, train,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 __all__ = ["RECIPE", "RunsConfig", "runs"]
@@ -80,7 +81,7 @@ def _summary(result: list[dict[str, Any]]) -> None:
 
 RECIPE = Recipe(
     name="runs",
-    help="List training runs and their status; a run whose process died shows as 'died' with its resume command.",
+    help=JOBS["runs"],
     modes=[
         Mode(
             "runs", RunsConfig, runs,

@@ -24,6 +24,7 @@ from pydantic import model_validator
 
 from kitaeru.core.config import RecipeConfig, setting
 from kitaeru.core.errors import ConfigError
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 __all__ = ["RECIPE", "ServeConfig", "load_backend", "serve"]
@@ -161,7 +162,7 @@ def serve(config: ServeConfig, *, routers=(), on_startup=()) -> None:
 
 RECIPE = Recipe(
     name="serve",
-    help="Serve text/image search over a multimodal output or a Faiss index, and floor-plan generation (FastAPI + uvicorn).",
+    help=JOBS["serve"],
     modes=[
         Mode(
             "serve", ServeConfig, serve,

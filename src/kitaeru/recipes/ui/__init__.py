@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
 __all__ = ["RECIPE", "UiConfig", "ui"]
@@ -72,7 +73,7 @@ def _summary(result: dict[str, Any]) -> None:
 
 RECIPE = Recipe(
     name="ui",
-    help="The dashboard (Streamlit): runs, training curves, start/stop trainings, map & search, floor plans.",
+    help=JOBS["ui"],
     modes=[
         Mode(
             "ui", UiConfig, ui,
