@@ -21,7 +21,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from kitaeru.cli import run
     from kitaeru.core.errors import ConfigError
-    from kitaeru.core.sagemaker import read_environment, recipe_of, sagemaker_argv, schema_flags
+    from kitaeru.cli.generate import command_flags
+    from kitaeru.core.sagemaker import read_environment, recipe_of, sagemaker_argv
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                 package = importlib.import_module(f"kitaeru.recipes.{recipe}")
             except ModuleNotFoundError:
                 raise ConfigError(f"hyperparameters: unknown recipe {recipe!r}") from None
-            accepts = schema_flags(package.RECIPE.mode(mode).schema)
+            accepts = command_flags(package.RECIPE.mode(mode).schema)  # the generated command's own flags
         command = sagemaker_argv(argv, accepts=accepts)
         os.environ.update(read_environment().launcher_environment())
     except ConfigError as exc:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from guards import HANG_GUARD_S
 
 from kitaeru.core.errors import ConfigError
 from kitaeru.core.sagemaker import read_environment, sagemaker_argv
@@ -51,10 +52,12 @@ def test_environment_to_command_line():
     argv = sagemaker_argv(["--recipe", "lora", "--use-sample-data", "--output-dir", "/x"], env, accepts=["data-dir", "output-dir"])
     assert argv == ["lora", "train", "--use-sample-data", "--output-dir", "/x"]
     # lora trains on several GPUs too: the instance's GPUs and hosts become its --devices/--num-nodes
-    from kitaeru.core.sagemaker import schema_flags
+    from kitaeru.cli.generate import command_flags
     from kitaeru.recipes.lora.config import TrainConfig as LoraTrainConfig
 
-    argv = sagemaker_argv(["--recipe", "lora", "--pretrained-model", "base"], env, accepts=schema_flags(LoraTrainConfig))
+    flags = command_flags(LoraTrainConfig)
+    assert {"devices", "num-nodes", "pretrained-model", "no-gradient-checkpointing"} <= set(flags)
+    argv = sagemaker_argv(["--recipe", "lora", "--pretrained-model", "base"], env, accepts=flags)
     assert argv[-4:] == ["--devices", "8", "--num-nodes", "2"]
     with pytest.raises(ConfigError, match="give recipe"):
         sagemaker_argv(["--epochs", "3"], env)
@@ -118,7 +121,7 @@ def test_colab_notebook_runs_the_quick_start_and_shows_the_map(tmp_path, monkeyp
     monkeypatch.setenv("KITAERU_NOTEBOOK_SCENES", "24")
     monkeypatch.setenv("KITAERU_NOTEBOOK_EPOCHS", "2")
     notebook = nbformat.read(REPO / "examples" / "colab_quickstart.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(notebook, timeout=HANG_GUARD_S, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs)
     assert "status: completed" in text and "recall before:" in text

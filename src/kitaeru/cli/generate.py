@@ -145,6 +145,19 @@ def schema_options(schema: type, skip: set[str] = frozenset()) -> tuple[list[cli
     return options, targets
 
 
+def command_flags(schema: type) -> list[str]:
+    """Every long ``--flag`` (without dashes) the generated command takes for ``schema`` — what a
+    launcher that writes command lines (SageMaker's entry point) may pass; read off the options
+    themselves, so it cannot drift from them."""
+    options, _ = schema_options(schema)
+    flags: list[str] = []
+    for option in options:
+        for name in [*option.opts, *option.secondary_opts]:
+            if name.startswith("--"):
+                flags.append(name[2:])
+    return flags
+
+
 def field_help_for(info) -> str:
     class _One:  # field_help reads from a schema; give it a one-field view
         model_fields = {"x": info}

@@ -152,24 +152,6 @@ def sagemaker_argv(argv: Sequence[str], env: Mapping[str, str] | None = None,
     return [recipe, mode, *words]
 
 
-def schema_flags(schema) -> list[str]:
-    """The ``--flags`` (without dashes) a generated command takes for ``schema``: its top-level fields,
-    their aliases, and the promoted fields of its sections."""
-    from .config import cli_meta
-
-    flags: list[str] = []
-    for name, info in schema.model_fields.items():
-        flags.append(name.replace("_", "-"))
-        flags.extend(a.replace("_", "-") for a in cli_meta(info)["aliases"])
-        sub = getattr(info.annotation, "model_fields", None)
-        if sub:
-            for sub_name, sub_info in sub.items():
-                if cli_meta(sub_info)["promote"]:
-                    flags.append(sub_name.replace("_", "-"))
-                    flags.extend(a.replace("_", "-") for a in cli_meta(sub_info)["aliases"])
-    return flags
-
-
 def recipe_of(argv: Sequence[str]) -> tuple[str | None, str]:
     """The ``recipe`` and ``mode`` hyperparameters (mode defaults to ``train``)."""
     values = dict(_hyperparameters(argv))
