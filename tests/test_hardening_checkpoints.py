@@ -154,8 +154,12 @@ def multimodal_run(tmp_path_factory):
 def test_multimodal_checkpoints_are_data(multimodal_run):
     import torch
 
-    for ckpt in (multimodal_run / "weights").glob("*.ckpt"):
-        torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoints = sorted((multimodal_run / "weights").glob("*.ckpt"))
+    assert checkpoints, "the run wrote no Lightning checkpoint"
+    for ckpt in checkpoints:
+        assert torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    for projector in sorted(multimodal_run.glob("*_projector.pt")):
+        assert set(torch.load(projector, map_location="cpu", weights_only=True)) == {"weight", "bias"}
 
 
 @pytest.mark.slow
