@@ -3,23 +3,32 @@
 The diffusers example ``train_text_to_image_lora.py`` pushes every image through the VAE and every
 caption through the text encoder at every step. ``kitaeru lora train`` encodes both once (the VAE's
 latent distribution and the text embeddings, cached on disk) and samples the latent from the cached
-distribution at each step, so a step costs the UNet only. Both ways here train the same UNet + LoRA
-(PEFT, rank 4, the guide's target modules) with AdamW on the same images of the tiny offline
-pipeline (``write_tiny_pipeline``) at 256 px, in one process. kitaeru's number comes from its real
-training loop (``train_lora``, timed between steps); the one-off cache build is
-printed too. Peak memory: CUDA max allocated, or on the CPU the growth of the process RSS (sampled).
-Both report the median step (the first one left out). The last line is the seconds-per-step ratio.
+distribution at each step, so a step costs the UNet (+ AdamW) only. Both sides train the same UNet +
+LoRA (PEFT, rank 4, the guide's target modules) with AdamW on the same images of the tiny offline
+pipeline (``write_tiny_pipeline``) at 256 px.
 
-    python benchmarks/lora_step.py                        # ~2-3 minutes on 2 CPU cores (256 px is slow there)
+Each side runs in a process of its own (this script starts itself with ``--side``), so neither
+measures memory on a heap the other one grew. Peak memory: CUDA max allocated, or on the CPU the
+peak growth of the process's RSS during its timed part. Both report the median step with the first
+step left out. The plain loop also times its parts (VAE encode, text encode, UNet + backward +
+AdamW), which gives the **ceiling**: caching removes the encodes and nothing else, so no cached loop
+can be faster than ``step / (step - encodes)``. kitaeru's number comes from its real training loop
+(``train_lora``, timed between optimizer steps); ``--variant`` times its options the same way.
+
+    python benchmarks/lora_step.py                        # a few minutes on 2 busy CPU cores
+    python benchmarks/lora_step.py --variant text-encoder --variant captions --variant no-cache
     python benchmarks/lora_step.py --images 16 --resolution 512 --device cuda --base ID_OR_DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +37,9 @@ from pathlib import Path
 os.environ.setdefault("KITAERU_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "floorplans"
+# kitaeru settings of each --variant (the per-step cost of an option, measured like the baseline)
+VARIANTS = {"cached": {}, "text-encoder": {"train_text_encoder": True}, "no-cache": {"cache_latents": False},
+            "captions": {}, "snr": {"snr_gamma": 5.0}}
 
 
 class PeakMemory:
@@ -43,17 +55,17 @@ class PeakMemory:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
-        else:
-            try:
-                import psutil
-            except ImportError:  # not a kitaeru dependency: no CPU memory numbers then
-                self.cuda, self.thread = None, None
-                return self
-            self.proc = psutil.Process()
-            self.base = self.peak = self.proc.memory_info().rss
-            self.stop = threading.Event()
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
+            return self
+        try:
+            import psutil
+        except ImportError:  # not a kitaeru dependency: no CPU memory numbers then
+            self.thread = None
+            return self
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
         return self
 
     def _sample(self):
@@ -75,7 +87,11 @@ class PeakMemory:
             self.mb = (self.peak - self.base) / 2**20
 
 
-def plain_loop(base: Path, items, resolution: int, steps: int, device: str, seed: int = 0) -> tuple[float, float]:
+def _median(values: list[float]) -> float:
+    return statistics.median(values[1:] if len(values) > 2 else values)
+
+
+def plain_loop(base: Path, items, resolution: int, steps: int, device: str, seed: int = 0) -> dict:
     """The example script's step: transforms, VAE encode, text encode, noise, UNet, backward, AdamW."""
     import torch
     import torch.nn.functional as F
@@ -84,7 +100,12 @@ def plain_loop(base: Path, items, resolution: int, steps: int, device: str, seed
     from torchvision import transforms
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from kitaeru.recipes.lora.training import load_rgb
+    from kitaeru.recipes.lora.images import load_rgb
+
+    def sync() -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
@@ -99,84 +120,139 @@ def plain_loop(base: Path, items, resolution: int, steps: int, device: str, seed
         transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR),
         transforms.CenterCrop(resolution), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
     images = [load_rgb(it.path) for it in items]  # decoded once, as datasets keeps them
-    times = []
+    parts: dict[str, list[float]] = {"step": [], "vae": [], "text": [], "unet": []}
     with PeakMemory(device) as memory:
         for step in range(steps):
-            started = time.perf_counter()
+            t0 = sync()
             i = step % len(items)
             pixels = train_transforms(images[i]).unsqueeze(0).to(device)
+            with torch.no_grad():
+                latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+            t1 = sync()
             input_ids = tokenizer([items[i].caption], max_length=tokenizer.model_max_length, padding="max_length",
                                   truncation=True, return_tensors="pt").input_ids.to(device)
-            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+            with torch.no_grad():
+                hidden = text_encoder(input_ids, return_dict=False)[0]
+            t2 = sync()
             noise = torch.randn_like(latents)
             timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (1,), device=device).long()
             noisy = scheduler.add_noise(latents, noise, timesteps)
-            hidden = text_encoder(input_ids, return_dict=False)[0]
             pred = unet(noisy, timesteps, hidden, return_dict=False)[0]
             loss = F.mse_loss(pred.float(), noise.float())
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in unet.parameters() if p.requires_grad], 1.0)
             optimizer.step()
             optimizer.zero_grad()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-    warm = times[1:] if len(times) > 2 else times
-    return statistics.median(warm), memory.mb
+            t3 = sync()
+            for key, value in (("step", t3 - t0), ("vae", t1 - t0), ("text", t2 - t1), ("unet", t3 - t2)):
+                parts[key].append(value)
+    return {**{f"{k}_s": _median(v) for k, v in parts.items()}, "peak_mb": memory.mb}
+
+
+def kitaeru_loop(base: Path, data: Path, out: Path, args, variant: str) -> dict:
+    import torch
+
+    from kitaeru.recipes.lora.config import TrainConfig
+    from kitaeru.recipes.lora.training import train_lora
+
+    config = TrainConfig(data_dir=str(data), pretrained_model=str(base), output_dir=str(out), resolution=args.resolution,
+                         batch_size=1, epochs=args.epochs, validation_every=0, checkpoint_every=10**6,
+                         device=args.device, tensorboard=False, **VARIANTS[variant])
+    marks: list[float] = []
+
+    def clock(step: int, plan: dict) -> None:  # called before each optimizer step
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+
+    with PeakMemory(args.device) as memory:
+        result = train_lora(config, step_hook=clock)
+    durations = [b - a for a, b in zip(marks, marks[1:])]
+    return {"step_s": _median(durations), "peak_mb": memory.mb, "cache_s": result["latent_cache"].get("seconds")}
+
+
+def one_side(args) -> None:
+    """Run one side in this process and print its numbers as one JSON line."""
+    import torch
+
+    from kitaeru.recipes.lora.data import training_items
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    base, data = Path(args.base) if args.base else work / "tiny-sd", work / ("captions" if args.side == "captions" else "plans")
+    items, _, _ = training_items(data)
+    if args.side == "plain":
+        numbers = plain_loop(base, items, args.resolution, args.plain_steps, args.device)
+    else:
+        numbers = kitaeru_loop(base, data, work / f"runs-{args.side}", args, args.side)
+    print("RESULT " + json.dumps(numbers))
+
+
+def _prepare(work: Path, args) -> None:
+    from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
+
+    if not args.base:
+        write_tiny_pipeline(work / "tiny-sd")
+    for name in ("plans", "captions"):
+        (work / name).mkdir()
+        for path in sorted(Path(args.images_dir).glob("*.png"))[:args.images]:
+            shutil.copyfile(path, work / name / path.name)
+            if name == "captions":  # three captions per image, one drawn per step
+                path_txt = (work / name / path.name).with_suffix(".txt")
+                path_txt.write_text(f"a floor plan\nplan {path.stem}\nline drawing of {path.stem}\n")
+
+
+def _run_side(side: str, work: Path, argv: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *argv, "--side", side, "--work", str(work)],
+                          capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"the {side} side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="floor plans to train on (from ../shared/data/floorplans)")
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--plain-steps", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=2, help="kitaeru epochs (the first is not timed)")
+    parser.add_argument("--plain-steps", type=int, default=8, help="steps of the plain loop (the first is not timed)")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="kitaeru epochs of --images steps each (the first step is not timed)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--base", default=None, help="base pipeline (default: the tiny offline one)")
     parser.add_argument("--images-dir", default=str(SHARED))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 gives steadier numbers on a shared machine)")
+    parser.add_argument("--variant", action="append", default=[], choices=sorted(set(VARIANTS) - {"cached"}),
+                        help="also time kitaeru with this option (repeatable): text-encoder (--train-text-encoder), "
+                        "captions (three captions per image), no-cache (--no-cache-latents), snr (--snr-gamma 5)")
+    parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side:
+        return one_side(args)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-
-    from kitaeru.recipes.lora.config import TrainConfig
-    from kitaeru.recipes.lora.data import training_items
-    from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline
-    from kitaeru.recipes.lora.training import train_lora
-
+    argv = [a for a in sys.argv[1:]]
     with tempfile.TemporaryDirectory(prefix="kitaeru-bench-") as tmp:
-        tmp = Path(tmp)
-        base = Path(args.base) if args.base else write_tiny_pipeline(tmp / "tiny-sd")
-        data = tmp / "plans"
-        data.mkdir()
-        for path in sorted(Path(args.images_dir).glob("*.png"))[:args.images]:
-            shutil.copyfile(path, data / path.name)
-        items, _, _ = training_items(data)
-        print(f"{len(items)} images at {args.resolution} px, batch 1, device {args.device}, base {base.name}, "
-              f"torch threads {torch.get_num_threads()}")
-
-        plain_s, plain_mb = plain_loop(base, items, args.resolution, args.plain_steps, args.device)
-        print(f"plain diffusers+PEFT loop (re-encodes every step): {plain_s * 1000:8.1f} ms/step, peak +{plain_mb:7.1f} MiB")
-
-        config = TrainConfig(data_dir=str(data), pretrained_model=str(base), output_dir=str(tmp / "runs"),
-                             resolution=args.resolution, batch_size=1, epochs=args.epochs, validation_every=0,
-                             checkpoint_every=10**6, device=args.device, tensorboard=False)
-        marks: list[float] = []
-
-        def clock(step: int, plan: dict) -> None:  # called before each optimizer step
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            marks.append(time.perf_counter())
-
-        with PeakMemory(args.device) as memory:
-            result = train_lora(config, step_hook=clock)
-        durations = [b - a for a, b in zip(marks, marks[1:])]
-        ours_s = statistics.median(durations[1:] if len(durations) > 2 else durations)
-        print(f"kitaeru lora train (cached latents):               {ours_s * 1000:8.1f} ms/step, peak +{memory.mb:7.1f} MiB "
-              f"(whole run incl. model load; cache built once in {result['latent_cache']['seconds']:.2f} s)")
-        print(f"ratio (plain / kitaeru seconds per step): {plain_s / ours_s:.2f}x")
+        work = Path(tmp)
+        _prepare(work, args)
+        print(f"{args.images} images at {args.resolution} px, batch 1, device {args.device}, "
+              f"base {args.base or 'tiny offline pipeline'}, torch threads {args.threads}; each side in its own process")
+        plain = _run_side("plain", work, argv)
+        print(f"plain diffusers+PEFT loop (re-encodes every step): {plain['step_s'] * 1000:8.1f} ms/step, "
+              f"peak +{plain['peak_mb']:7.1f} MiB  [VAE encode {plain['vae_s'] * 1000:.1f} ms, text encode "
+              f"{plain['text_s'] * 1000:.1f} ms, UNet + backward + AdamW {plain['unet_s'] * 1000:.1f} ms]")
+        ceiling = plain["step_s"] / max(plain["unet_s"], 1e-9)
+        print(f"ceiling of any cache (plain step / its UNet part): {ceiling:.2f}x "
+              f"(the encodes are {100 * (1 - 1 / ceiling):.0f}% of a plain step)")
+        ours = _run_side("cached", work, argv)
+        print(f"kitaeru lora train (cached latents):               {ours['step_s'] * 1000:8.1f} ms/step, "
+              f"peak +{ours['peak_mb']:7.1f} MiB (whole run incl. model load; cache built once in {ours['cache_s']:.2f} s)")
+        for variant in args.variant:
+            other = _run_side(variant, work, argv)
+            print(f"kitaeru variant {variant:<14}: {other['step_s'] * 1000:8.1f} ms/step "
+                  f"({other['step_s'] / ours['step_s']:.2f}x the cached step), peak +{other['peak_mb']:7.1f} MiB")
+        print(f"ratio (plain / kitaeru seconds per step): {plain['step_s'] / ours['step_s']:.2f}x "
+              f"(ceiling {ceiling:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
+from guards import run_python
 
 from kitaeru import __version__
 
@@ -22,13 +20,10 @@ def test_help_lists_recipes_without_importing_them():
         "heavy = [m for m in ('torch', 'ultralytics', 'faiss', 'umap', 'open_clip', 'timm') if m in sys.modules]; "
         "print('HEAVY', heavy); sys.exit(rc)"
     )
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    elapsed = time.time() - start
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
-    assert "HEAVY []" in proc.stdout
+    assert "HEAVY []" in proc.stdout  # what makes --help instant, checked by imports rather than seconds
     assert "multimodal" in proc.stdout and "sample" in proc.stdout
-    assert elapsed < 10  # generous: it is ~0.3 s; this only catches a heavy import creeping in
 
 
 def test_unknown_command_is_usage_error(cli):

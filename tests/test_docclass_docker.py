@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from guards import HANG_GUARD_S
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 SCRIPTS = ("entrypoint.sh", "train.sh", "to_onnx.sh")
@@ -44,7 +45,7 @@ def run_script(script: str, *args: str, fake_bin: Path, env: dict | None = None,
     log.unlink(missing_ok=True)
     base = {k: v for k, v in os.environ.items() if k not in ("USER_ID", "GROUP_ID", "DATA_DIR", "OUTPUT_DIR", "IPC_MODE", "CPUSET")}
     full_env = {**base, "PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_LOG": str(log), **(env or {})}
-    proc = subprocess.run(["bash", str(DOCKER / script), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=30)
+    proc = subprocess.run(["bash", str(DOCKER / script), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=HANG_GUARD_S)
     calls = log.read_text().splitlines() if log.exists() else []
     return proc, calls
 

@@ -39,6 +39,17 @@ def test_every_kitaeru_service_runs_a_real_command(compose, cli):
     assert "--host" in compose["services"]["serve"]["command"]  # reachable from outside the container
 
 
+def test_published_ports_are_bound_to_localhost_only(compose):
+    """No service is published on every host interface: the dashboard can start trainings and has no
+    login, so reaching it from elsewhere goes through an authenticating proxy (README)."""
+    published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    assert {"ui", "serve", "tensorboard"} <= set(published)
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert "seed 0" not in (DOCKER / "compose.yaml").read_text()  # no internal words in what users read
+
+
 # ---- one image for every recipe, and the scaling-out services -------------------------------------------
 def _instructions() -> list[tuple[str, str]]:
     """The Dockerfile's instructions (continuation lines joined, comments dropped)."""
@@ -92,7 +103,7 @@ def test_compose_has_every_training_recipe_ui_and_a_two_gpu_ddp_service(compose,
     assert command[command.index("--devices") + 1] == "2" and command[command.index("--strategy") + 1] == "ddp"
     assert ddp["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 2
     assert compose["x-kitaeru"]["ipc"] == "host"  # NCCL's shared memory between the two processes
-    assert "8501:8501" in services["ui"]["ports"] and "0.0.0.0" in services["ui"]["command"]
+    assert "127.0.0.1:8501:8501" in services["ui"]["ports"] and "0.0.0.0" in services["ui"]["command"]
     # the ddp service's command is a valid kitaeru command line (parsed, not run)
     r = cli("multimodal", *command, "--print-config")
     assert r.exit_code == 0, r.stderr

@@ -283,19 +283,16 @@ def test_print_config_presets_and_overrides(cli, tmp_path):
     assert r.exit_code == 2 and "did you mean pool" in r.stderr
 
 
-def test_a_wrong_path_fails_before_any_model_loads(cli_subprocess, tmp_path):
-    """A missing --image-dir (embed) or --embeddings (index) is reported before torch/Faiss load:
-    well under 2 CPU seconds for the whole process, whatever else the machine is doing."""
-    import resource
+def test_a_wrong_path_fails_before_any_model_loads(tmp_path):
+    """A missing --image-dir (embed) or --embeddings (index) is reported before torch/Faiss load
+    (checked by what the process imported, which no busy machine can change)."""
+    from guards import kitaeru_with_import_probe
 
     cases = [
         (("embed", "--image-dir", tmp_path / "missing", "--out", tmp_path / "e.parquet"), "not found or not a folder"),
         (("index", "build", "--embeddings", tmp_path / "missing.npy", "--index-out", tmp_path / "i.faiss"), "not found"),
     ]
     for args, message in cases:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = cli_subprocess(*args, timeout=60)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-        assert cpu < 2.0, (args, cpu)
+        r, heavy = kitaeru_with_import_probe(*args)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not heavy, (args, sorted(heavy))

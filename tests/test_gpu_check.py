@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from guards import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {"pytest_gpu", "embed", "lora", "detect", "docclass", "multimodal"}
@@ -26,7 +27,7 @@ def test_scripts_parse_and_help_needs_no_heavy_import():
             "except SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'kitaeru', 'ultralytics') if m in sys.modules]\n"
             "assert not heavy, heavy")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert r.returncode == 0, r.stderr
     assert "--dry-run" in r.stdout
 
@@ -35,7 +36,7 @@ def test_scripts_parse_and_help_needs_no_heavy_import():
 def test_dry_run_writes_every_figure(tmp_path, shared_data):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "KITAERU_SHARED_DATA": str(shared_data)}
     proc = subprocess.run(["bash", "benchmarks/gpu/check.sh", "--dry-run"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     report_path = tmp_path / "gpu_check.json"
     assert report_path.is_file(), proc.stderr[-3000:]
     report = json.loads(report_path.read_text())

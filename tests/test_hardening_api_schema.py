@@ -73,3 +73,26 @@ def test_error_bodies_have_one_shape(served):
         assert set(body) == {"detail"} and isinstance(body["detail"], str), body
     health = served.get("/health").json()
     assert not any(isinstance(v, str) and v.startswith("/") for v in health.values()), health
+
+
+@pytest.mark.slow
+def test_api_refuses_what_its_schema_excludes(served):
+    """Negative cases (values the schema excludes: an empty ``search_in``, a ``top_k`` of 0, a missing
+    upload...) are refused with a 4xx, checked by schemathesis' own negative-data check."""
+    from hypothesis import given
+    from schemathesis.checks import negative_data_rejection
+    from schemathesis.generation import GenerationMode
+
+    api = schemathesis.openapi.from_url(f"{served.base_url}/openapi.json")
+    operations = [r.ok() for r in api.get_all_operations() if r.ok().path in ("/text", "/image")]
+    assert len(operations) == 2
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        @settings(max_examples=15, deadline=None, phases=[Phase.generate], database=None,
+                  suppress_health_check=list(HealthCheck))
+        def check(case):
+            case.call_and_validate(checks=[negative_data_rejection])
+
+        check()
+    assert served.post("/text", data={"query": "a", "search_in": ""}).status_code == 422

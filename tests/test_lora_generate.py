@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from guards import guard, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -135,12 +135,10 @@ def test_floor_plan_api(trained, tiny, tmp_path):
     worker = threading.Thread(target=lambda: first.update(r=client.post("/api/generate-floor-plan",
                                                                         json={"width": 1, "height": 1})))
     worker.start()
-    deadline = time.time() + 30
-    while not router.busy() and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until(router.busy, "the first generation held the pipeline", poll_s=0.01)
     busy = client.post("/api/generate-floor-plan", json={"width": 1, "height": 1})
     gate.set()
-    worker.join(60)
+    worker.join(guard())
     assert busy.status_code == 429
     assert first["r"].status_code == 200
     assert len(list((tmp_path / "images").glob("*.png"))) == 2
@@ -158,7 +156,7 @@ def test_serve_lora_mounts_floor_plan_generation(trained, tiny, tmp_path):
     config = ServeConfig(lora=str(trained), generated_dir=str(tmp_path / "plans"), max_steps=4, port=0)
     routers, hooks = floorplan_parts(config, "cpu")
     app = create_app(None, routers=routers, on_startup=hooks)
-    with BackgroundServer(app, host="127.0.0.1", port=0) as server, httpx.Client(base_url=server.url, timeout=120) as c:
+    with BackgroundServer(app, host="127.0.0.1", port=0) as server, httpx.Client(base_url=server.url, timeout=guard()) as c:
         answer = c.post("/api/generate-floor-plan", json={"width": 3, "height": 2, "steps": 2, "seed": 1})
         assert answer.status_code == 200, answer.text
         assert c.get(answer.json()["imageUrl"]).status_code == 200

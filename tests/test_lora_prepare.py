@@ -44,10 +44,13 @@ def test_prepare_writes_captions_split_and_skipped(cli, plans, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["images"] == 10 and summary["train"] == 8 and summary["val"] == 2
     assert summary["caption_sources"] == {"json-v1.0": 1, "json-v2.0": 1, "txt": 1, "default": 7}
+    # which files got which caption source, not only how many
+    assert summary["caption_files"]["txt"] == [sorted(p.name for p in plans.glob("plan_*.png"))[2]]
+    assert "house_3_2f.png" in summary["caption_files"]["default"] and len(summary["caption_files"]["default"]) == 7
     assert sorted(Path(s["path"]).name for s in summary["skipped"]) == ["broken.png", "tiny.png"]
     assert "too small" in {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}["tiny.png"]
 
-    rows = {r["file_name"]: r for r in csv.DictReader(open(out / "metadata.csv", encoding="utf-8"))}
+    rows = {r["file_name"]: r for r in csv.DictReader(open(out / "captions.csv", encoding="utf-8"))}
     assert len(rows) == 10 and all((out / name).is_file() for name in rows)
     by_source = {r["caption_source"]: r for r in rows.values()}
     assert by_source["json-v1.0"]["caption"] == CAPTION_TEMPLATE.format(floor="2f", grid_mm=1000)
@@ -57,17 +60,20 @@ def test_prepare_writes_captions_split_and_skipped(cli, plans, tmp_path):
     two_f = rows["images/house_3_2f.png"]
     assert two_f["caption_source"] == "default" and two_f["caption"] == CAPTION_TEMPLATE.format(floor="2f", grid_mm=910)
 
-    train = [r["file_name"] for r in csv.DictReader(open(out / "train.csv", encoding="utf-8"))]
-    val = [r["file_name"] for r in csv.DictReader(open(out / "val.csv", encoding="utf-8"))]
-    assert len(train) == 8 and len(val) == 2 and not set(train) & set(val)
+    train = [name for name, r in rows.items() if r["split"] == "train"]
+    val = [name for name, r in rows.items() if r["split"] == "val"]
+    assert len(train) == 8 and len(val) == 2
+    # imagefolder's metadata (what the diffusers scripts read) holds the training rows only
     lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
-    assert {line["file_name"] for line in lines} == set(rows) and all(line["text"] for line in lines)
+    assert [line["file_name"] for line in lines] == train and all(line["text"] for line in lines)
     assert json.loads((out / "skipped.json").read_text())[0]["reason"]
-    assert len(json.loads((out / "metadata.json").read_text())) == 10
+    assert len(json.loads((out / "captions.json").read_text())) == 10
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("metadata.", "train", "val", "test"))
+                and p.name != "metadata.jsonl"]
 
     again = cli("lora", "prepare", "-i", plans, "-o", tmp_path / "again", "--val-fraction", "0.2", "--seed", "7", "--json")
     assert json.loads(again.stdout)["val"] == 2
-    assert (tmp_path / "again" / "val.csv").read_text() == (out / "val.csv").read_text()  # the split is seeded
+    assert (tmp_path / "again" / "captions.csv").read_text() == (out / "captions.csv").read_text()  # the split is seeded
 
 
 def test_prepare_refuses_json_without_keys_and_writes_nothing(cli, plans, tmp_path):

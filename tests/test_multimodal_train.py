@@ -308,7 +308,7 @@ def test_unwritable_output_dir(cli, scene_dir, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     r = cli("multimodal", "train", "--data-dir", scene_dir, "--output-dir", blocker / "out")
-    assert r.exit_code == 2 and "cannot create output folder" in r.stderr
+    assert r.exit_code == 2 and "is a file, not a folder" in r.stderr  # refused before the data is read
 
 
 def test_remote_data_dir_through_fsspec(cli, scene_dir, tmp_path):

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from guards import HANG_GUARD_S
 
 from kitaeru.index.embeddings_io import read_embeddings
 
@@ -69,14 +70,14 @@ def test_torchrun_ranks_write_their_own_parts_and_index_reads_the_folder(cli, im
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                "-m", "kitaeru", "embed", "--image-dir", str(images), "--out", str(out), "--workers", "0", *TINY, "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)  # rank 0's combined summary only
     assert (summary["writers"], summary["embedded"], summary["rows_in_output"]) == (2, 14, 14)
     assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-rank00000-00000.parquet", "part-rank00001-00000.parquet"]
     same_as(reference, out)
     # each rank resumes its own parts: nothing is embedded twice
-    proc = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=180, env=env)
+    proc = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=HANG_GUARD_S, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
     assert again["embedded"] == 0 and again["already_embedded"] == 14 and again["rows_in_output"] == 14

@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import pytest
 
+from guards import guard
 from serve_helpers import LIMIT, running_api
 
 SCENES = 16
@@ -191,7 +192,7 @@ def test_serve_command_end_to_end(output):
     seen: list[str] = []
     try:
         url = None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + guard()
         while url is None and time.monotonic() < deadline and proc.poll() is None:
             try:
                 seen.append(lines.get(timeout=0.5))
@@ -200,13 +201,13 @@ def test_serve_command_end_to_end(output):
             found = re.search(r"search API ready on (http://127\.0\.0\.1:\d+)", seen[-1])
             url = found.group(1) if found else None
         assert url, "".join(seen)
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=guard()) as client:
             assert client.get("/health").json()["backend"] == "multimodal"
             hits = client.post("/text", data={"query": "snow on a highway", "top_k": "2"}).json()["results"]
             assert len(hits) == 2 and hits[0]["scene_id"]
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        proc.wait(timeout=guard())
     time.sleep(0.2)
     while not lines.empty():
         seen.append(lines.get())

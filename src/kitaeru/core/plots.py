@@ -118,10 +118,12 @@ def write_results_png(run_dir: str | os.PathLike) -> Path | None:
     if x_name:
         draw.text((width * s // 2, (height - 14) * s), x_name, fill=TEXT, font=small, anchor="mt")
     target = run_dir / RESULTS_PNG
-    tmp = run_dir / f".{RESULTS_PNG}.tmp.png"
-    # Fast compression: PNG encoding is most of the drawing's time; the file is ~50 KB instead of ~40.
-    image.reduce(s).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, target)
+    from .storage import atomic_path
+
+    # atomic_path: a failed save (a full disk) leaves neither a temporary file nor a broken PNG
+    with atomic_path(target) as tmp:
+        # Fast compression: PNG encoding is most of the drawing's time; the file is ~50 KB instead of ~40.
+        image.reduce(s).save(tmp, format="PNG", compress_level=1)
     return target
 
 

@@ -10,8 +10,10 @@
     <run>/weights/               checkpoints
     <run>/tensorboard/           TensorBoard scalars (the same numbers as results.csv)
 
-All files are written atomically; ``results.csv`` is rewritten whole on each epoch so a resumed
-run continues the same file. While a run trains, ``results.csv`` and the ``running`` heartbeat are
+A run folder is opened only after the inputs' checks that need no model have passed (the mode's
+``check`` and the recipe's own preparation), so a refused run leaves no folder; its name stays
+inside the output folder (:mod:`kitaeru.core.run_dirs`). All files are written atomically;
+``results.csv`` is rewritten whole on each epoch so a resumed run continues the same file. While a run trains, ``results.csv`` and the ``running`` heartbeat are
 written on a background thread (:class:`~kitaeru.core.storage.BackgroundWriter`) so a slow disk never
 stalls training; anything that reads them back, and every final status, waits for those writes first.
 """
@@ -31,61 +33,59 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from .errors import ConfigError, RunInterrupted
+from .errors import ConfigError, DataError, RunInterrupted
 from .storage import BackgroundWriter, atomic_write_json, atomic_write_text, ensure_writable_dir, json_text
 from .versions import library_versions
+# Run folder naming lives beside this module; imported here so callers keep one place to import from.
+from .run_dirs import RESULT_JSON, holds_run, next_run_dir, refuse_used_run_dir, run_dir_under, timestamped_dir  # noqa: F401
 
 RESULTS_CSV = "results.csv"
-RESULT_JSON = "training_result.json"
 CONFIG_YAML = "config.yaml"
 
 
-def timestamped_dir(root: str | os.PathLike, prefix: str) -> Path:
-    """``root/<prefix>_YYYYMMDD_HHMMSS`` (a suffix is added if that name is taken)."""
-    root = Path(root)
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    candidate = root / f"{prefix}_{stamp}"
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = root / f"{prefix}_{stamp}_{n}"
-    return candidate
-
-
-def next_run_dir(root: str | os.PathLike, name: str) -> Path:
-    """``root/name``, or ``name2``, ``name3`` ... when taken (as Ultralytics names its runs)."""
-    root = Path(root)
-    candidate, n = root / name, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = root / f"{name}{n}"
-    return candidate
-
-
-def holds_run(path: str | os.PathLike) -> bool:
-    """Whether a folder already holds a run's evidence or weights."""
-    path = Path(path)
-    weights = path / "weights"
-    return (path / RESULT_JSON).exists() or (weights.is_dir() and any(weights.iterdir()))
-
-
-def refuse_used_run_dir(path: str | os.PathLike, *, exist_ok: bool = False, resume_flag: str = "--resume") -> None:
-    """A new run never silently overwrites an earlier one's weights and evidence."""
-    if not exist_ok and holds_run(path):
-        raise ConfigError(
-            f"{path} already holds a run (training_result.json / weights): continue it with {resume_flag}, "
-            "write elsewhere with --output-dir, or overwrite it with --exist-ok"
-        )
-
-
-def _pid_alive(pid: Any) -> bool:
+def _pid_alive(pid: Any, started_at: Any = None) -> bool:
+    """Whether the run's own process still runs: a positive pid that exists and did not start after
+    the run did (a newer process that was handed the same pid is not the run)."""
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError, OverflowError):
+        pid = int(pid)
+    except (ValueError, TypeError):
         return False
-    except PermissionError:  # someone else's process: alive
+    if pid <= 0:  # os.kill(-1 or 0, 0) asks about every process / our group: always "alive"
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process: alive, if it is the same one
+        pass
+    created = _process_start_time(pid)
+    if created is None or not started_at:
         return True
-    return True
+    try:
+        started = datetime.fromisoformat(str(started_at)).timestamp()
+    except ValueError:
+        return True
+    # started_at is whole seconds and the process exists before its run folder: 2 s of slack
+    return created <= started + 2.0
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), or None where this cannot be told."""
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - gone meanwhile, or not allowed to look: no verdict
+        return None
+    try:  # Linux without psutil: field 22 of /proc/PID/stat is the start in clock ticks after boot
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def read_run_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -105,7 +105,7 @@ def read_run_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         return {"run": str(run_dir), "status": "unreadable", "error": f"{path}: {str(exc).splitlines()[0][:200]}"}
     status = result.get("status")
-    if status == "running" and result.get("host") == socket.gethostname() and not _pid_alive(result.get("pid")):
+    if status == "running" and result.get("host") == socket.gethostname() and not _pid_alive(result.get("pid"), result.get("started_at")):
         status = "died"
     return {
         "run": str(run_dir),
@@ -135,6 +135,8 @@ class RunFolder:
         self._status: str | None = None
         self._epochs_logged = 0  # log_epoch calls: tells whether a results.png drawn early is still current
         self._png: tuple[threading.Thread, int, dict[str, Any]] | None = None
+        # Experiment trackers (kitaeru.core.tracking.attach_reporter): fed every number logged here.
+        self.reporter: Any = None
 
     # ---- locations -------------------------------------------------------------------------
     @property
@@ -170,8 +172,12 @@ class RunFolder:
         self.flush()
         if not self.results_csv.exists():
             return []
-        with open(self.results_csv, newline="", encoding="utf-8") as fh:
-            return [{k: _parse_number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        try:
+            with open(self.results_csv, newline="", encoding="utf-8") as fh:
+                return [{k: _parse_number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        except (UnicodeDecodeError, csv.Error) as exc:  # a damaged file: one line, not a traceback
+            raise DataError(f"{self.results_csv}: not a readable results.csv ({str(exc).splitlines()[0][:120]}); "
+                            "move it away to continue this run without its earlier rows") from exc
 
     def log_epoch(self, row: Mapping[str, Any], *, step: int | None = None) -> None:
         """Append one epoch's numbers to ``results.csv`` (replacing a row of the same epoch, as a
@@ -183,10 +189,20 @@ class RunFolder:
         self._evidence.submit(self.results_csv, _rows_to_csv(self._rows))
         self._epochs_logged += 1
         scalars = {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
-        self.log_scalars(scalars, step=step if step is not None else int(epoch or len(self._rows)))
+        if self.reporter is not None:  # trackers count a results.csv row at step = its epoch (0 too)
+            at_epoch = int(epoch) if epoch is not None else len(self._rows)
+            self.reporter.log_metrics(scalars, step=step if step is not None else at_epoch)
+        self._write_scalars(scalars, step=step if step is not None else int(epoch or len(self._rows)))
         self.heartbeat()
+        _progress_line(row, (self._live or {}).get("epochs_planned"))
 
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        """Numbers that are not a results.csv row (per-step losses): TensorBoard and the trackers."""
+        if self.reporter is not None:
+            self.reporter.log_metrics(scalars, step=step)
+        self._write_scalars(scalars, step)
+
+    def _write_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         writer = self._tensorboard()
         if writer is None:
             return
@@ -237,6 +253,8 @@ class RunFolder:
         result.setdefault("epochs_completed", sum(1 for r in self._rows if (r.get("epoch") or 0) > 0))
         result.setdefault("wall_time_seconds", round(time.time() - self._started, 3))
         result.setdefault("skipped_inputs", {"count": len(self._skipped), "items": self._skipped})
+        if self.reporter is not None:
+            result["tracking"] = self.reporter.links()
         result["library_versions"] = library_versions()
         if status != "running":
             result["finished_at"] = datetime.now().isoformat(timespec="seconds")
@@ -266,6 +284,8 @@ class RunFolder:
         self._live = {"resume_command": resume_command, **fields}
         self._status = None
         self.write_result("running")
+        if self.reporter is not None:
+            self.reporter.set_tags(self._live)
         with _sigterm_as_interrupt():
             try:
                 yield self
@@ -283,6 +303,17 @@ class RunFolder:
                 self._live = None
                 self.close()
                 self.finish_results_png()
+                self._finish_tracking()
+
+    def _finish_tracking(self) -> None:
+        """Send the final status and the evidence to the trackers, then record how that went."""
+        if self.reporter is None or self.reporter.finished:
+            return
+        record = self.read_result() or {}
+        self.reporter.finish(self._status, record)
+        if record and record.get("tracking") != self.reporter.links():  # an upload failed: say so
+            record["tracking"] = self.reporter.links()
+            atomic_write_json(self.result_json, record)
 
     def write_results_png(self) -> Path | None:
         """``results.png`` (the curves of results.csv) for people who don't open a UI; a plot never
@@ -337,7 +368,12 @@ class RunFolder:
         self.flush()
         if not self.result_json.exists():
             return None
-        return json.loads(self.result_json.read_text(encoding="utf-8"))
+        from .storage import read_json
+
+        result = read_json(self.result_json)  # a damaged file is a one-line DataError naming it
+        if not isinstance(result, dict):
+            raise DataError(f"{self.result_json}: not a run record (a JSON object was expected)")
+        return result
 
     def close(self) -> None:
         self.flush()
@@ -373,6 +409,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _progress_line(row: Mapping[str, Any], planned: Any) -> None:
+    """``epoch 3/10: loss 0.1234, lr 0.001`` for a watched log (see console.progress_lines)."""
+    from .console import progress_line, progress_lines
+
+    if not progress_lines():
+        return
+    epoch = row.get("epoch")
+    head = f"epoch {epoch}/{planned}" if epoch is not None and planned else f"epoch {epoch}"
+    numbers = [f"{k} {v:.4g}" for k, v in row.items()
+               if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    progress_line(f"{head}: {', '.join(numbers[:8])}" if numbers else head)
 
 
 def _rows_to_csv(rows: list[Mapping[str, Any]]) -> str:

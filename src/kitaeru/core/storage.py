@@ -46,6 +46,8 @@ def filesystem(url: str):
             f"{url}: no filesystem driver for '{protocol}://' ({exc}); "
             "install it with: pip install 'kitaeru[cloud]'"
         ) from exc
+    except ValueError as exc:  # fsspec: "Protocol not known: ..."
+        raise KitaeruError(f"{url}: {exc}") from None
     return fs, paths[0]
 
 
@@ -143,11 +145,11 @@ def output_dir(path: str | os.PathLike, *, keep_local: str | os.PathLike | None 
         local = Path(keep_local)
         ensure_writable_dir(local)
         yield local
-        upload_dir(local, str(path))
+        upload_run_dir(local, str(path), setting="output")
         return
     with tempfile.TemporaryDirectory(prefix="kitaeru-out-") as tmp:
         yield Path(tmp)
-        upload_dir(tmp, str(path))
+        upload_run_dir(tmp, str(path), setting="output")
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -180,6 +182,13 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:  # a full disk names the file it was writing (a failed write() names none)
+        from kitaeru.core.errors import disk_error
+
+        mapped = disk_error(exc, target)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -311,16 +320,31 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return Path(dst)
 
 
+# Kernel file systems: nothing there is an output, and a write to them fails only at the end of a job.
+_KERNEL_ROOTS = (Path("/proc"), Path("/sys"))
+
+
 def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str = "file",
                       must_not_exist: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: its parent is a file, a folder on
-    the way is not writable, a file is named where a folder is (or the reverse), or it exists when it
-    must not. One line naming ``setting`` (the flag) and the path; URLs are checked when written.
+    the way is not writable (or on a read-only file system), it lies under /proc or /sys, a file is
+    named where a folder is (or the reverse), or it exists when it must not. One line naming
+    ``setting`` (the flag) and the path. A URL is checked by :func:`check_remote_output`.
+
+    Writability is tried, not asked: a probe file is created in the nearest existing folder and
+    removed again, because ``os.access`` says yes to root whatever the permissions and file system.
     """
-    if path is None or str(path) == "" or is_remote(path):
+    if path is None or str(path) == "":
+        return
+    if is_remote(path):
+        check_remote_output(str(path), setting=setting, kind=kind)
         return
     target = Path(_strip_file_scheme(path))
     label = f"{setting} {target}"
+    for place in {Path(os.path.abspath(target)), Path(os.path.realpath(target))}:
+        kernel = next((k for k in _KERNEL_ROOTS if place == k or k in place.parents), None)
+        if kernel is not None:
+            raise KitaeruError(f"{label}: {kernel} is a kernel file system, not a place for outputs")
     if target.exists():
         if must_not_exist:
             raise KitaeruError(f"{label}: already exists (choose another path or remove it)")
@@ -328,14 +352,68 @@ def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str
             raise KitaeruError(f"{label}: is a folder, not a file")
         if kind == "dir" and not target.is_dir():
             raise KitaeruError(f"{label}: exists and is not a folder")
-        writable = target if target.is_dir() else target.parent
-        if not os.access(writable, os.W_OK | os.X_OK):
-            raise KitaeruError(f"{label}: {writable} is not writable")
+        _probe_writable(target if target.is_dir() else target.parent, label)
         return
     ancestor = target.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise KitaeruError(f"{label}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise KitaeruError(f"{label}: {ancestor} is not writable")
+    _probe_writable(ancestor, label)
+
+
+def check_remote_output(url: str, *, setting: str, kind: str = "dir") -> None:
+    """Refuse, before any work, a remote output (``s3://``, ``gs://`` ...) that cannot be written:
+    no driver, no credentials, no such bucket, no permission, no network. Tried, not guessed: a
+    probe object is written where the output will go (inside a folder URL, beside a file URL) and
+    removed again, which is what the upload at the end will need. One line naming ``setting``."""
+    import uuid
+
+    try:
+        fs, path = filesystem(url)
+    except KitaeruError as exc:  # no driver for the protocol: the same one line, naming the flag
+        raise KitaeruError(f"{setting} {exc}") from None
+    folder = path.rstrip("/") if kind == "dir" else (path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else "")
+    probe = f"{folder}/.kitaeru-probe-{uuid.uuid4().hex[:12]}" if folder else f".kitaeru-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        fs.touch(probe)
+        fs.rm(probe)
+    except Exception as exc:  # noqa: BLE001 - every back-end raises its own errors; each is a refusal here
+        raise KitaeruError(f"{setting} {url}: cannot write there ({_one_line(exc)})") from None
+
+
+def upload_run_dir(local_dir: str | os.PathLike, url: str, *, setting: str) -> None:
+    """:func:`upload_dir` for a finished run folder: if the upload fails, the run's
+    ``training_result.json`` says ``failed`` with the reason (never ``completed``), and the error is
+    one line naming ``setting``."""
+    try:
+        upload_dir(local_dir, url)
+    except Exception as exc:  # noqa: BLE001 - any back-end error means the outputs did not arrive
+        message = f"{setting} {url}: upload failed ({_one_line(exc)})"
+        result_file = Path(local_dir) / "training_result.json"
+        try:
+            record = read_json(result_file) if result_file.is_file() else None
+        except DataError:
+            record = None
+        if isinstance(record, dict):
+            record.update(status="failed", error=message, upload={"to": url, "done": False})
+            atomic_write_json(result_file, record)
+        raise KitaeruError(message) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _probe_writable(folder: Path, label: str) -> None:
+    """Create and remove a probe file in ``folder``; a one-line refusal naming ``label`` if it fails."""
+    import errno
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".kitaeru-probe-", dir=folder)
+    except OSError as exc:
+        reason = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
+        raise KitaeruError(f"{label}: {folder} is not writable ({reason})") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -98,18 +98,19 @@ def decode_jpegs(
             raise DataError(f"{label}: cannot decode as JPEG ({first})") from exc
 
 
-def resize_crop(x: torch.Tensor, size: int, *, resize: str = "crop") -> torch.Tensor:
+def resize_crop(x: torch.Tensor, size: int, *, resize: str = "crop", interpolation: str = "bilinear") -> torch.Tensor:
     """Float ``N×C×H×W`` images in [0, 1] to ``N×C×size×size`` on their device.
 
     ``crop``: shorter side to ``size`` (antialiased bilinear), then the centre square, as CLIP's
     own preprocessing does; ``pad``: longer side to ``size``, then zero padding to a square.
+    ``interpolation="bicubic"`` (antialiased) follows PIL's bicubic resize of the CPU path.
     """
     h, w = x.shape[-2:]
     scale = size / (min(h, w) if resize == "crop" else max(h, w))
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if resize == "crop":
         nh, nw = max(nh, size), max(nw, size)
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(x, size=(nh, nw), mode=interpolation, antialias=True, align_corners=False)
     if resize == "crop":
         top, left = (nh - size) // 2, (nw - size) // 2
         x = x[:, :, top: top + size, left: left + size]
@@ -127,6 +128,7 @@ def to_model_batch(
     dtype: torch.dtype = torch.float32,
     channels_last: bool = False,
     resize: str = "crop",
+    interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """Decoded images (any sizes) to one normalised ``N×3×size×size`` batch on their device.
 
@@ -144,7 +146,7 @@ def to_model_batch(
             chunk = idx[start: start + 32]
             stacked = torch.stack([images[i] for i in chunk])
             x = stacked.float() / 255.0 if stacked.dtype == torch.uint8 else stacked.float()
-            out[chunk] = resize_crop(x, size, resize=resize)
+            out[chunk] = resize_crop(x, size, resize=resize, interpolation=interpolation)
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     out = ((out - m) / s).to(dtype)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -461,6 +462,7 @@ def write_sample_scenes(
         from kitaeru.core.errors import ConfigError
 
         raise ConfigError(f"--num-scenes: must be at least 1 (got {num_scenes})")
+    created = not Path(out_dir).exists()
     out = ensure_writable_dir(out_dir)
     info = {"generator_version": GENERATOR_VERSION, "num_scenes": num_scenes, "seed": seed,
             "size": list(size), "timeseries": timeseries}
@@ -474,17 +476,31 @@ def write_sample_scenes(
     (out / "images").mkdir(exist_ok=True)
     if timeseries:
         (out / "timeseries").mkdir(exist_ok=True)
-    records = []
-    for i in track(range(num_scenes), "generating sample scenes", total=num_scenes):
-        record, image, series = generate_scene(i, seed, size)
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=90)
-        atomic_write_bytes(out / record["image_path"], buf.getvalue())
-        if timeseries:
-            npy = io.BytesIO()
-            np.save(npy, series)
-            atomic_write_bytes(out / "timeseries" / f"{record['scene_id']}.npy", npy.getvalue())
-        records.append(record)
-    atomic_write_json(out / "scenes_metadata.json", records)
+    records, new_files = [], []
+    try:
+        for i in track(range(num_scenes), "generating sample scenes", total=num_scenes):
+            record, image, series = generate_scene(i, seed, size)
+            buf = io.BytesIO()
+            image.save(buf, format="JPEG", quality=90)
+            files = [(out / record["image_path"], buf.getvalue())]
+            if timeseries:
+                npy = io.BytesIO()
+                np.save(npy, series)
+                files.append((out / "timeseries" / f"{record['scene_id']}.npy", npy.getvalue()))
+            for path, data in files:
+                if not path.exists():
+                    new_files.append(path)
+                atomic_write_bytes(path, data)
+            records.append(record)
+        atomic_write_json(out / "scenes_metadata.json", records)
+    except BaseException:
+        # A full disk or Ctrl-C: no scene folder without its scenes_metadata.json is left behind
+        # (a folder this call made goes; in an existing one, only the files it added).
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for path in new_files:
+                path.unlink(missing_ok=True)
+        raise
     atomic_write_json(info_path, info)
     return out

@@ -103,6 +103,17 @@ def safe_relative_path(raw: str, where: str) -> str:
     return normal
 
 
+def check_inside(root: str, path: str, what: str) -> None:
+    """A local file reached through ``root`` stays inside it once symbolic links are followed: a link
+    out of the data folder is refused like a ``..`` path (the folder is what the user vouched for)."""
+    if _is_remote(root):
+        return
+    inside = Path(root).resolve()
+    real = Path(path).resolve()
+    if real != inside and inside not in real.parents:
+        raise DataError(f"{what}: {path} is a symbolic link leading outside the data folder (to {real})")
+
+
 def _join(root: str, relative: str) -> str:
     from kitaeru.core.storage import join
 
@@ -166,6 +177,8 @@ def parse_scene_entries(entries: Any, root: str, label: str) -> tuple[list[Scene
         if not remote and not Path(image).is_file():
             skipped.append({"path": image, "reason": "image file not found"})
             continue
+        if not remote:
+            check_inside(root, image, where)
         scenes.append(Scene(
             scene_id=scene_id, descriptions=captions, image=image, image_path=relative,
             location=str(entry.get("location") or ""), metadata=metadata,
@@ -183,6 +196,7 @@ def _timeseries_files(root: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for path in list_files(folder, TIMESERIES_SUFFIXES, recursive=False):
         stem, suffix = os.path.splitext(path.rstrip("/").rsplit("/", 1)[-1])
+        check_inside(root, path, "time series")
         if stem not in found or suffix == ".npy":
             found[stem] = path
     return found

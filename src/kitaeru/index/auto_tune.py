@@ -13,6 +13,13 @@
    found, then timed. hnsw: the graph width ``M`` (32, and 16 only when 32 holds recall with a narrow
    search) is built and the smallest ``efSearch`` that reaches the target is timed. A sweep stops as
    soon as the curve turns down. Parameters the user gave are fixed, not searched.
+   **Estimate before building.** Building a graph over millions of vectors costs far more than
+   everything else here, so on large N each HNSW width is first tried on a pilot graph over
+   ``HNSW_PILOT_N`` of the vectors (same held-out queries, truth over the pilot). A bigger graph needs
+   at least the pilot's ``efSearch`` for the same recall and walks more of memory per query, so the
+   pilot's speed is an upper bound: when it is not above the best candidate already measured (or the
+   pilot cannot reach the target at all), the full graph is not built and is listed under
+   ``skipped`` with the pilot's numbers and the estimated build time it saved.
 4. **Speed** is single-thread, one query per call (what a server request sees), counted in queries per
    CPU second of the searching thread: other jobs on a shared machine disturb it far less than wall
    time. The wall-clock figure is kept beside it.
@@ -44,6 +51,8 @@ K_FACTOR_GRID = (4, 8, 16, 32, 64)
 EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 HNSW_M_GRID = (32, 16)
 HNSW_NARROW_EF = 64         # try the smaller graph only when M=32 holds recall at efSearch <= this
+HNSW_PILOT_N = 20_000       # vectors in the pilot graph that bounds a full graph's speed
+HNSW_PILOT_MIN_RATIO = 4    # a pilot pays only when the full graph is at least this many times larger
 
 
 def held_out_split(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -166,30 +175,82 @@ class _Tuner:
         return best, best_index
 
     # ---- hnsw --------------------------------------------------------------------------------
-    def hnsw(self, own: Mapping[str, Any]) -> dict[str, Any] | None:
+    def hnsw(self, own: Mapping[str, Any], best_qps: float | None = None) -> dict[str, Any] | None:
+        """The best HNSW point, or None; a width whose pilot cannot beat ``best_qps`` is never built."""
         best = None
         widths = [own["hnsw_m"]] if "hnsw_m" in own else list(HNSW_M_GRID)
+        use_pilot = best_qps is not None and len(self.train) >= HNSW_PILOT_MIN_RATIO * HNSW_PILOT_N
         for m in widths:
             params = fi.resolve_params("hnsw", len(self.train), self.dim, {**own, "hnsw_m": m})
             ok, size = self.fits("hnsw", params)
             if not ok:
                 continue
+            if use_pilot:
+                pilot = self.hnsw_pilot(params, own)
+                bound = (best_qps if best is None else max(best_qps, best["qps_single_cpu"]))
+                if pilot["qps_single_cpu"] is None or pilot["qps_single_cpu"] <= bound:
+                    self.skip_hnsw(params, size, pilot, bound)
+                    if pilot["ef_search"] is None or pilot["ef_search"] > HNSW_NARROW_EF:
+                        break  # a smaller graph would need a still wider search
+                    continue
             started = time.perf_counter()
             index = fi.make_faiss_index(self.train, "hnsw", self.metric, params)
             say(f"auto: hnsw M={m} built in {time.perf_counter() - started:.1f}s; sweeping efSearch")
-            hit = None
-            for ef in ([own["ef_search"]] if "ef_search" in own else EF_GRID):
-                index.hnsw.efSearch = int(ef)
-                point = self.recall(index, "hnsw", {**params, "ef_search": ef}, size)
-                if self.holds(point):
-                    hit = self.time(index, point)
-                    break
+            hit = self.sweep_ef(index, params, own, size, record=True)
             del index
             if hit is not None and (best is None or hit["qps_single_cpu"] > best["qps_single_cpu"]):
                 best = hit
             if hit is None or hit["params"]["ef_search"] > HNSW_NARROW_EF:
                 break  # a smaller graph would need a still wider search
         return best
+
+    def sweep_ef(self, index: Any, params: dict[str, Any], own: Mapping[str, Any], size: int, *, record: bool,
+                 queries: np.ndarray | None = None, truth: np.ndarray | None = None) -> dict[str, Any] | None:
+        """The smallest efSearch reaching the target, timed; None when even the widest search misses."""
+        queries = self.queries if queries is None else queries
+        truth = self.truth if truth is None else truth
+        for ef in ([own["ef_search"]] if "ef_search" in own else EF_GRID):
+            index.hnsw.efSearch = int(ef)
+            if record:
+                point = self.recall(index, "hnsw", {**params, "ef_search": ef}, size)
+            else:
+                _, found = index.search(queries, K)
+                point = {"type": "hnsw", "params": {**params, "ef_search": ef},
+                         "recall_at_10": round(recall_at(found, truth, K), 4)}
+            if self.holds(point):
+                return self.time(index, point)
+        return None
+
+    def hnsw_pilot(self, params: dict[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+        """Speed and efSearch of the same graph over ``HNSW_PILOT_N`` sampled vectors (an upper bound)."""
+        rows = np.sort(np.random.default_rng(1).choice(len(self.train), HNSW_PILOT_N, replace=False))
+        sample = np.ascontiguousarray(self.train[rows])
+        _, truth = exact_search(sample, self.queries, K, self.metric)
+        started = time.perf_counter()
+        index = fi.make_faiss_index(sample, "hnsw", self.metric, params)
+        built = time.perf_counter() - started
+        hit = self.sweep_ef(index, params, own, 0, record=False, truth=truth)
+        del index
+        n = len(self.train)
+        # Insertion visits ~log(N) layers' worth of neighbours per vector: N log N from the pilot's rate.
+        estimate = built * (n / HNSW_PILOT_N) * math.log(n) / math.log(HNSW_PILOT_N)
+        return {"pilot_vectors": HNSW_PILOT_N, "pilot_build_seconds": round(built, 2),
+                "estimated_build_seconds": round(estimate, 1),
+                "ef_search": None if hit is None else hit["params"]["ef_search"],
+                "recall_at_10": None if hit is None else hit["recall_at_10"],
+                "qps_single_cpu": None if hit is None else hit["qps_single_cpu"]}
+
+    def skip_hnsw(self, params: dict[str, Any], size: int, pilot: dict[str, Any], bound: float) -> None:
+        if pilot["qps_single_cpu"] is None:
+            reason = (f"a {pilot['pilot_vectors']}-vector pilot graph misses recall@10 {self.target} even at "
+                      f"efSearch {EF_GRID[-1]}: the full graph would miss it too")
+        else:
+            reason = (f"a {pilot['pilot_vectors']}-vector pilot graph reaches recall@10 {self.target} at efSearch "
+                      f"{pilot['ef_search']} with {pilot['qps_single_cpu']} queries/CPU s, not above the best "
+                      f"candidate's {round(bound, 1)}: the full graph (slower still) cannot win")
+        say(f"auto: hnsw M={params['hnsw_m']} not built ({reason}; about {pilot['estimated_build_seconds']}s of build saved)")
+        self.skipped.append({"type": "hnsw", "params": dict(params), "estimated_bytes": size, "pilot": pilot,
+                             "reason": reason})
 
 
 def tune(vectors: np.ndarray, metric: str, overrides: Mapping[str, Any] | None = None, *,
@@ -201,6 +262,12 @@ def tune(vectors: np.ndarray, metric: str, overrides: Mapping[str, Any] | None =
     unknown = sorted(set(given) - set(fi.TUNABLE_PARAMS["ivfpq"]) - set(fi.TUNABLE_PARAMS["hnsw"]))
     if unknown:
         raise ConfigError(f"index parameter(s) {', '.join(unknown)} do not apply to --type auto")
+    if "pq_m" in given and dim % int(given["pq_m"]):
+        raise ConfigError(f"--pq-m {given['pq_m']}: must divide the dimension {dim}")
+    if given and n < fi.AUTO_FLAT_MAX_N:  # the exact index takes none of them: say so rather than drop them
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(given.items()))
+        raise ConfigError(f"{flags}: --type auto uses the exact flat index for {n} vectors (< {fi.AUTO_FLAT_MAX_N}), "
+                          "which takes no parameters; give --type ivfpq or --type hnsw to use them")
     if n < fi.AUTO_FLAT_MAX_N:
         fi.check_memory("flat", n, dim, {}, max_bytes)
         report = {"reason": f"{n} vectors < {fi.AUTO_FLAT_MAX_N}: exact search is fast enough",
@@ -215,7 +282,9 @@ def tune(vectors: np.ndarray, metric: str, overrides: Mapping[str, Any] | None =
     tuner = _Tuner(train, queries, truth, metric, n, target, max_bytes)
     flat = tuner.flat()
     ivfpq, ivfpq_index = tuner.ivfpq({k: v for k, v in given.items() if k in fi.TUNABLE_PARAMS["ivfpq"]})
-    hnsw = tuner.hnsw({k: v for k, v in given.items() if k in fi.TUNABLE_PARAMS["hnsw"]})
+    measured = [p["qps_single_cpu"] for p in (ivfpq, flat) if p is not None and not p.get("skipped")]
+    hnsw = tuner.hnsw({k: v for k, v in given.items() if k in fi.TUNABLE_PARAMS["hnsw"]},
+                      best_qps=max(measured) if measured else None)
     holding = [p for p in (ivfpq, hnsw) if p is not None]
     if not flat.get("skipped"):
         holding.append(flat)

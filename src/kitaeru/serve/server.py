@@ -3,11 +3,13 @@
 The listening socket is bound before uvicorn starts, so a busy port or a bad host is a one-line
 error and ``port=0`` picks a free port whose number is known before the first request. A start-up
 failure of the backend (a missing file, a bad model name) is reported as that one error, not as
-uvicorn's traceback.
+uvicorn's traceback. Hostile clients are shed (:mod:`kitaeru.serve.connections`): a request must
+arrive within ``READ_TIMEOUT_S``, connections beyond the descriptor budget get ``503``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -45,12 +47,30 @@ class _QuietStartupFailure(logging.Filter):
         return getattr(self.app.state, "startup_error", None) is None
 
 
-def _make_server(app: Any, log_level: str):
+# A request (line, headers and body: at most ~10 MB) must have arrived this long after its first
+# byte; a client still sending after that is dropped (a stalled or deliberately slow one).
+READ_TIMEOUT_S = 30.0
+# Idle seconds a kept-alive connection is held between requests (uvicorn's own timer).
+KEEP_ALIVE_S = 5
+
+
+def _make_server(app: Any, log_level: str, *, read_timeout: float = READ_TIMEOUT_S,
+                 max_connections: int | None = None):
     import uvicorn
 
+    from .connections import QuietResourceErrors, descriptor_budget, guarded_h11
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            # out-of-descriptor accept errors: one line a minute instead of a traceback per try
+            asyncio.get_running_loop().set_exception_handler(QuietResourceErrors(logging.getLogger("uvicorn.error")))
+            await super().startup(sockets=sockets)
+
+    limit = max_connections if max_connections is not None else descriptor_budget()
     config = uvicorn.Config(app, lifespan="on", log_level=log_level, access_log=log_level == "debug",
-                            timeout_graceful_shutdown=5)
-    return uvicorn.Server(config), _QuietStartupFailure(app)
+                            timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S,
+                            http=guarded_h11(read_timeout, limit), ws="none")
+    return Server(config), _QuietStartupFailure(app)
 
 
 def _url(host: str, port: int) -> str:
@@ -95,13 +115,15 @@ class BackgroundServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
-                 startup_timeout: float = 300.0):
+                 startup_timeout: float = 300.0, read_timeout: float = READ_TIMEOUT_S,
+                 max_connections: int | None = None):
         self.app = app
         self.host = host
         self.startup_timeout = startup_timeout
         self._sock = bind_socket(host, port)
         self.port = int(self._sock.getsockname()[1])
-        self._server, self._quiet = _make_server(app, log_level)
+        self._server, self._quiet = _make_server(app, log_level, read_timeout=read_timeout,
+                                                 max_connections=max_connections)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"kitaeru-serve-{self.port}", daemon=True)
 

@@ -1,15 +1,16 @@
-"""Trainings started from the dashboard: ``python -m kitaeru <recipe> train ...`` as a subprocess.
+"""Trainings started from the dashboard: ``kitaeru <recipe> train ...`` as a subprocess.
 
 Each job gets a log file and a small JSON record in ``<first root>/.kitaeru-ui/jobs/`` so the page
 finds it again after a browser refresh (or a dashboard restart). Stopping sends SIGINT to the job's
 process group, exactly what Ctrl-C in a terminal does: the run ends ``interrupted`` with exit 130
-and prints the command that resumes it.
+and prints the command that resumes it, which :func:`resume_job` starts as a new job.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -17,24 +18,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from .forms import TRAINING_RECIPES, training_command  # noqa: F401 - the form's command, re-exported
 
 JOBS_DIR = ".kitaeru-ui/jobs"
-
-# The main options the form offers per recipe: (flag, label, kind, default).
-MAIN_OPTIONS: dict[str, list[tuple[str, str, str, Any]]] = {
-    "detect": [("--data-dir", "data.yaml", "text", ""), ("--model", "model", "text", "yolov8n.pt"),
-               ("--epochs", "epochs", "int", 10), ("--batch-size", "batch size (0 = from the GPU tier)", "int", 0),
-               ("--image-size", "image size (0 = from the GPU tier)", "int", 0), ("--device", "device", "text", "auto")],
-    "multimodal": [("--data-dir", "scene folder (empty = built-in sample data)", "text", ""),
-                   ("--epochs", "epochs", "int", 30), ("--batch-size", "batch size", "int", 32),
-                   ("--device", "device", "text", "auto")],
-    "docclass": [("--cfg-name", "preset", "text", "cpu_quickstart"), ("--data-dir", "template pool", "text", ""),
-                 ("--epochs", "epochs (0 = preset's)", "int", 0), ("--device", "device", "text", "auto")],
-    "lora": [("--data-dir", "prepared floor plans", "text", ""), ("--pretrained-model", "base pipeline", "text", ""),
-             ("--epochs", "epochs", "int", 10), ("--resolution", "resolution", "int", 512),
-             ("--batch-size", "batch size", "int", 1), ("--device", "device", "text", "auto")],
-}
+# A parent that is not an interactive shell (nohup, cron, a service) may start the dashboard with
+# SIGINT ignored; an ignored signal stays ignored across exec, and Python then installs no Ctrl-C
+# handler, so Stop would do nothing. The job's interpreter restores Python's own handler first,
+# then runs ``python -m kitaeru`` in the same process (preexec_fn is unsafe in Streamlit's threads).
+_BOOT = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "sys.argv = ['kitaeru'] + sys.argv[1:]; runpy.run_module('kitaeru', run_name='__main__', alter_sys=True)")
+_RESUME_LINE = re.compile(r"resume with: (kitaeru \S+ train --resume .+?)\s*$", re.MULTILINE)
 
 
 @dataclass
@@ -47,43 +42,37 @@ class Job:
     started: float
     output_dir: str
     returncode: int | None = None
+    run_dir: str | None = None  # known up front for a resumed run
 
     @property
     def display_command(self) -> str:
         return "kitaeru " + shlex.join(self.command[3:])
 
 
-def training_command(recipe: str, options: Mapping[str, Any], output_dir: str, extra: str = "") -> list[str]:
-    """``python -m kitaeru <recipe> train`` with the form's options (empty / zero values left to defaults)."""
-    if recipe not in MAIN_OPTIONS:
-        raise ValueError(f"{recipe}: not a training recipe the dashboard starts")
-    args = [sys.executable, "-m", "kitaeru", recipe, "train", "--output-dir", output_dir]
-    for flag, value in options.items():
-        if value in (None, "", 0):
-            continue
-        args += [flag, str(value)]
-    if recipe == "multimodal" and not options.get("--data-dir"):
-        args.append("--use-sample-data")
-    args += shlex.split(extra or "")
-    return args
-
-
 def jobs_dir(root: Path) -> Path:
     return root / JOBS_DIR
 
 
-def start_job(recipe: str, command: list[str], root: Path, output_dir: str) -> Job:
+def launch_argv(command: list[str]) -> list[str]:
+    """The argv that runs ``command`` (``python -m kitaeru ...``) with Ctrl-C handling restored."""
+    if command[1:3] != ["-m", "kitaeru"]:
+        raise ValueError(f"{shlex.join(command)}: not a kitaeru command")
+    return [command[0], "-c", _BOOT, *command[3:]]
+
+
+def start_job(recipe: str, command: list[str], root: Path, output_dir: str, run_dir: str | None = None) -> Job:
     folder = jobs_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{recipe}-{os.getpid() % 1000}{int(time.time() * 1000) % 1000:03d}"
     log = folder / f"{job_id}.log"
-    env = {**os.environ, "KITAERU_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
+    # No progress bars (they redraw in place), but one plain line per epoch for the log tail.
+    env = {**os.environ, "KITAERU_NO_PROGRESS": "1", "KITAERU_PROGRESS_LINES": "1", "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(launch_argv(command), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
     _PROCESSES[proc.pid] = proc
     job = Job(id=job_id, recipe=recipe, command=command, pid=proc.pid, log=str(log), started=time.time(),
-              output_dir=output_dir)
+              output_dir=output_dir, run_dir=run_dir)
     _save(folder, job)
     return job
 
@@ -92,9 +81,9 @@ _PROCESSES: dict[int, subprocess.Popen] = {}
 
 
 def _save(folder: Path, job: Job) -> None:
-    tmp = folder / f".{job.id}.json.tmp"
-    tmp.write_text(json.dumps(asdict(job)), encoding="utf-8")
-    os.replace(tmp, folder / f"{job.id}.json")
+    from kitaeru.core.storage import atomic_write_text
+
+    atomic_write_text(folder / f"{job.id}.json", json.dumps(asdict(job)))
 
 
 def list_jobs(root: Path) -> list[Job]:
@@ -152,15 +141,82 @@ def wait(job: Job, timeout: float) -> int | None:
     return None
 
 
+def _read_log(job: Job, limit: int = 64_000) -> str:
+    with open(job.log, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - limit))
+        return fh.read().decode("utf-8", errors="replace")
+
+
 def log_tail(job: Job, lines: int = 40) -> str:
     try:
-        with open(job.log, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64_000))
-            text = fh.read().decode("utf-8", errors="replace")
+        text = _read_log(job)
     except OSError as exc:
         return f"(log not readable: {exc})"
     # Progress bars redraw with carriage returns: keep the last state of each line.
     cleaned = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
     return "\n".join(cleaned[-lines:])
+
+
+@dataclass
+class Outcome:
+    """How a job stands: ``running``, ``completed``, ``interrupted``, ``failed`` (or ``gone``)."""
+
+    state: str
+    message: str
+    resume: str | None = None  # the printed resume command (``kitaeru <recipe> train --resume RUN``)
+
+
+def outcome(job: Job) -> Outcome:
+    code = job.returncode if job.returncode is not None else poll(job)
+    if code is None:
+        return Outcome("running", f"running (pid {job.pid})")
+    try:
+        text = _read_log(job)
+    except OSError:
+        text = ""
+    found = _RESUME_LINE.findall(text)
+    resume = found[-1] if found else None
+    if code == 0:
+        return Outcome("completed", "completed (exit 0)")
+    if code == 130:
+        return Outcome("interrupted", "interrupted (exit 130): the run can be resumed", resume)
+    if code == -1:
+        return Outcome("gone", "ended while the dashboard was not watching (exit code unknown)", resume)
+    errors = [line.strip() for line in text.splitlines() if line.strip().startswith("error:")]
+    reason = errors[-1] if errors else (text.strip().splitlines() or ["(no output)"])[-1].strip()
+    return Outcome("failed", f"failed (exit {code}): {reason}", resume)
+
+
+def resume_job(job: Job, roots: Any) -> Job:
+    """Start the resume command a stopped job printed, as a new job (ValueError when there is none
+    or it points outside the run folders)."""
+    found = outcome(job).resume
+    if not found:
+        raise ValueError(f"{job.id}: no resume command in its log")
+    words = shlex.split(found)
+    if len(words) < 5 or words[0] != "kitaeru" or words[1] not in TRAINING_RECIPES or words[2:4] != ["train", "--resume"]:
+        raise ValueError(f"{found}: not a resume command the dashboard runs")
+    run_dir = words[4]
+    roots.resolve(run_dir)  # OutsideRoots (a PermissionError) for a run outside the watched folders
+    command = [sys.executable, "-m", "kitaeru", *words[1:]]
+    return start_job(words[1], command, roots.paths[0], job.output_dir, run_dir=run_dir)
+
+
+def job_run_dir(job: Job) -> Path | None:
+    """The run folder a job writes: recorded for a resume, else the run under its output folder
+    whose ``training_result.json`` names the job's pid."""
+    if job.run_dir:
+        return Path(job.run_dir)
+    base = Path(job.output_dir)
+    if not base.is_dir():
+        return None
+    for result in [base / "training_result.json", *base.glob("*/training_result.json"),
+                   *base.glob("*/*/training_result.json")]:
+        try:
+            if json.loads(result.read_text(encoding="utf-8")).get("pid") == job.pid:
+                return result.parent
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None

@@ -45,6 +45,7 @@ class MapData:
     labels: list[str]
     images: list[str | None]  # absolute image paths (checked against the roots before reading)
     columns: dict[str, list[Any]] = field(default_factory=dict)
+    captions: list[list[str]] = field(default_factory=list)  # every caption of a scene (multimodal)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -119,6 +120,8 @@ def _multimodal_points(folder: Path) -> MapData:
         out.y.append(float(xy[1]))
         text = str(r.get("description") or "")
         out.labels.append(f"{r.get('scene_id')}: {text}" if text else str(r.get("scene_id")))
+        many = r.get("descriptions")
+        out.captions.append([str(c) for c in many] if isinstance(many, list) and many else ([text] if text else []))
         stored = str(r.get("image_path") or "").replace("\\", "/")
         if stored and data_dir and not os.path.isabs(stored):
             out.images.append(str(Path(data_dir) / stored))
@@ -139,23 +142,40 @@ def _multimodal_points(folder: Path) -> MapData:
 
 
 def _data_dir(folder: Path) -> str | None:
-    """The scene folder a multimodal output was trained on (its training_result.json / config.yaml)."""
+    """The scene folder a multimodal output was trained on (its training_result.json / config.yaml),
+    made absolute: a relative record meant the training's working directory, which is not the
+    dashboard's (see :func:`resolve_recorded`)."""
     result, _ = read_json(folder / "training_result.json")
+    cwd = result.get("cwd") if isinstance(result, dict) else None
     if isinstance(result, dict):
         data = result.get("data")
         if isinstance(data, dict) and data.get("source"):
-            return str(data["source"])
+            return resolve_recorded(str(data["source"]), folder, cwd)
     config = folder / "config.yaml"
     if config.is_file():
         import yaml
 
         try:
             cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             return None
         if isinstance(cfg, dict) and cfg.get("data_dir"):
-            return str(cfg["data_dir"])
+            return resolve_recorded(str(cfg["data_dir"]), folder, cwd)
     return None
+
+
+def resolve_recorded(recorded: str, run_dir: Path, cwd: Any = None) -> str:
+    """An absolute form of a path a run recorded: as is when absolute (or a URL); else against the
+    recorded working directory, the run folder, or the nearest folder above the run folder where
+    it exists (``runs/mm/sample_data`` recorded by a run in ``<cwd>/runs/mm``)."""
+    if "://" in recorded or os.path.isabs(recorded):
+        return recorded
+    bases = ([Path(str(cwd))] if cwd else []) + [run_dir, *run_dir.parents]
+    for base in bases:
+        candidate = base / recorded
+        if candidate.is_dir():
+            return str(candidate)
+    return str(run_dir / recorded)
 
 
 def _document_points(path: Path) -> MapData:
@@ -178,6 +198,7 @@ def _document_points(path: Path) -> MapData:
         label = str(p.get("label") or p.get("id"))
         out.labels.append(label)
         out.images.append(label if os.path.isabs(label) else None)
+        out.captions.append([])
         out.columns[colour].append(p.get("color"))
     if not any(v is not None for v in out.columns[colour]):
         out.columns = {}
@@ -247,3 +268,73 @@ def selected_rows(event: Any, trace_rows: list[list[int]]) -> list[int]:
         if curve is not None and index is not None and 0 <= curve < len(trace_rows) and 0 <= index < len(trace_rows[curve]):
             rows.append(trace_rows[curve][index])
     return list(dict.fromkeys(rows))
+
+
+# Names of numeric columns that still are categories (cluster 3 is not "more" than cluster 2).
+_CATEGORY_NAMES = ("cluster", "class", "label", "id", "category", "kind", "split")
+
+
+def is_continuous(name: str, values: list[Any]) -> bool:
+    """Whether a column gets a continuous colour scale: numbers (not booleans), not a category by
+    name, and either fractional or with more than 5 distinct values."""
+    if any(name.lower().endswith(word) for word in _CATEGORY_NAMES):
+        return False
+    numbers = [v for v in values if v is not None]
+    if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        return False
+    return any(isinstance(v, float) and not float(v).is_integer() for v in numbers) or len(set(numbers)) > 5
+
+
+def selection_rows(data: MapData, rows: list[int]) -> list[dict[str, Any]]:
+    """One record per selected point: its id, label, coordinates, image and every metadata field."""
+    out = []
+    for i in rows:
+        record = {"id": data.ids[i], "label": data.labels[i], "x": data.x[i], "y": data.y[i],
+                  "image": data.images[i] or ""}
+        record.update({name: values[i] for name, values in data.columns.items()})
+        out.append(record)
+    return out
+
+
+def rows_csv(records: list[dict[str, Any]]) -> str:
+    """The records as CSV text (every field a column, in first-seen order)."""
+    import csv
+    import io
+
+    names = list(dict.fromkeys(k for r in records for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def label_offsets(count: int, radius: float = 34.0) -> list[tuple[float, float]]:
+    """Pixel offsets that spread ``count`` hit labels around their points on widening rings, so
+    labels of hits that lie on top of each other do not overlap."""
+    import math
+
+    out = []
+    for n in range(count):
+        ring, slot = divmod(n, 8)
+        angle = 2 * math.pi * slot / 8 + ring * math.pi / 8
+        out.append((round((radius + 18 * ring) * math.cos(angle), 1), round((radius + 18 * ring) * math.sin(angle), 1)))
+    return out
+
+
+def open_query_image(data: bytes, name: str, min_side: int | None = None):
+    """A search query image through the API's own limits (bytes, then pixels and aspect ratio read
+    from the header before any decoding): ``ValueError``/``DataError`` with one line otherwise."""
+    from kitaeru.data.images import open_image
+    from kitaeru.serve.app import MAX_UPLOAD_PIXELS
+    from kitaeru.serve.limits import MAX_UPLOAD_BYTES
+
+    if not data:
+        raise ValueError(f"{name}: empty upload")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ValueError(f"{name}: larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    import io
+
+    buffer = io.BytesIO(data)
+    buffer.name = name  # errors name the upload
+    return open_image(buffer, min_side=min_side, max_pixels=MAX_UPLOAD_PIXELS)

@@ -104,11 +104,19 @@ class RunInfo:
 
     @property
     def duration_seconds(self) -> float | None:
+        started = _parse_time(self.result.get("started_at"))
         if self.status == "running":
-            started = _parse_time(self.result.get("started_at"))
             return round((datetime.now() - started).total_seconds(), 1) if started else None
         wall = self.result.get("wall_time_seconds")
-        return float(wall) if isinstance(wall, (int, float)) else None
+        if isinstance(wall, (int, float)) and not isinstance(wall, bool):
+            return float(wall)
+        # A run killed hard never wrote its wall time: its last heartbeat is when it was last alive.
+        beat = _parse_time(self.result.get("heartbeat_at") or self.result.get("finished_at"))
+        return round((beat - started).total_seconds(), 1) if started and beat and beat >= started else None
+
+    @property
+    def duration(self) -> str:
+        return format_duration(self.duration_seconds)
 
     @property
     def epochs(self) -> str:
@@ -121,7 +129,7 @@ class RunInfo:
     def key_metric(self) -> tuple[str, float] | None:
         metrics = self.result.get("metrics")
         if not isinstance(metrics, dict):
-            return None
+            metrics = {}
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for name in KEY_METRICS.get(self.recipe, ()):
             if name in numbers:
@@ -129,7 +137,30 @@ class RunInfo:
         if numbers:
             name = next(iter(numbers))
             return name, float(numbers[name])
+        return self._last_logged()
+
+    def _last_logged(self) -> tuple[str, float] | None:
+        """The key metric's last value in results.csv: a run stopped before its final evaluation
+        (an interrupted lora run has losses but no final metrics)."""
+        columns, rows, problem = read_curves(self.path)
+        if problem:
+            return None
+        for name in KEY_METRICS.get(self.recipe, ()) + ("loss", "train_loss", "val_loss"):
+            values = [r.get(name) for r in rows if isinstance(r.get(name), (int, float))]
+            if values:
+                return name, float(values[-1])
         return None
+
+    @property
+    def tracking(self) -> list[dict[str, str]]:
+        """The experiment-tracker runs this run was logged to (``tracking`` in training_result.json)."""
+        entries = self.result.get("tracking")
+        out = []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict):
+                out.append({k: str(entry[k]) for k in ("backend", "run_id", "url", "experiment", "error")
+                            if entry.get(k) not in (None, "")})
+        return out
 
     def row(self) -> dict[str, Any]:
         metric = self.key_metric
@@ -138,11 +169,43 @@ class RunInfo:
             "name": self.name,
             "status": self.status,
             "started": self.started,
-            "duration (s)": self.duration_seconds,
+            "duration": self.duration,
             "epochs": self.epochs,
             "key metric": f"{metric[0]} = {metric[1]:.4g}" if metric else "",
-            "folder": str(self.path),
+            "folder": display_path(self.path, [self.root]),
         }
+
+
+def display_path(path: Path, roots: Sequence[Path] = ()) -> str:
+    """A path as the pages show it: ``<root's name>/...`` inside a run folder, else relative to the
+    dashboard's working folder when inside it, ``~/...`` under the home folder, else absolute (the
+    full path stays one hover away, in the run page's tooltip)."""
+    path = Path(path)
+    for root in roots:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        return root.name if str(rel) == "." else f"{root.name}/{rel}"
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            continue
+        return prefix + (str(rel) if str(rel) != "." else "") or "."
+    return str(path)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45.2 s``, ``2 min 58 s``, ``1 h 05 min``; ``–`` when unknown (one format on every page)."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
 def _parse_time(text: Any) -> datetime | None:
@@ -285,15 +348,25 @@ def validation_images(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def adapters(runs: Sequence[RunInfo]) -> list[tuple[str, Path]]:
-    """LoRA adapters to generate with: each lora run's final adapter and its checkpoints."""
+    """LoRA adapters to generate with: each lora run's final adapter and its checkpoints, only those
+    whose weights the generator's own resolver finds (what is listed can generate)."""
+    from kitaeru.core.errors import KitaeruError
+    from kitaeru.models.diffusion import resolve_adapter
+
     out = []
     for run in runs:
         model = run.path / "lora_model"
         if not model.is_dir():
             continue
         for candidate in [model / "final", *sorted(model.glob("checkpoint-*"), key=lambda p: _tail_number(p.name))]:
-            if candidate.is_dir() and not candidate.is_symlink():
-                out.append((f"{run.name} / {candidate.name}", candidate))
+            if not candidate.is_dir() or candidate.is_symlink():
+                continue
+            try:
+                if resolve_adapter(candidate).folder != candidate:
+                    continue
+            except KitaeruError:
+                continue
+            out.append((f"{run.name} / {candidate.name}", candidate))
     return out
 
 

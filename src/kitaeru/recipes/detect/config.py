@@ -25,8 +25,9 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.config import MAX_IMAGE_SIZE, Epochs, RecipeConfig, RunName, setting
 from kitaeru.core.device import GpuTier
+from kitaeru.core.tracking import TrackingSettings, tracking_section
 
 RECIPE = "detect"
 
@@ -134,7 +135,7 @@ def _output_dir(what: str):
 
 
 def _image_size(default_from: str):
-    return setting(None, f"Image size in pixels, square (default: {default_from}).", aliases=["imgsz"], ge=32)
+    return setting(None, f"Image size in pixels, square (default: {default_from}).", aliases=["imgsz"], ge=32, le=MAX_IMAGE_SIZE)
 
 
 _DEVICE = ("Device: auto|cpu|mps|cuda|cuda:N, or Ultralytics' GPU list: 0,1 (DDP on those GPUs; train only), "
@@ -180,9 +181,9 @@ class TrainConfig(RecipeConfig):
         None, "Base model: .pt weights, a .yaml architecture for random init, or a name such as yolov8m (default: from the GPU tier).",
         short="-m")
     output_dir: str = _output_dir("the run folder (train, train2, ... or the preset's name)")
-    run_prefix: Optional[str] = setting(None, "Name of the run folder (default: the preset's name, else 'train'); numbered 2, 3, ... when taken.",
+    run_prefix: Optional[RunName] = setting(None, "Name of the run folder (default: the preset's name, else 'train'); numbered 2, 3, ... when taken.",
                                         min_length=1)
-    epochs: Optional[int] = setting(None, "Epochs (default: from the GPU tier).", ge=1)
+    epochs: Optional[Epochs] = setting(None, "Epochs (default: from the GPU tier).")
     batch_size: Optional[int] = setting(None, "Images per batch (default: from the GPU tier and free GPU memory).",
                                         aliases=["batch"], ge=1)
     image_size: Optional[int] = _image_size("from the GPU tier")
@@ -218,6 +219,7 @@ class TrainConfig(RecipeConfig):
     trust_checkpoint: bool = setting(False, _TRUST)
     offline: bool = setting(True, _OFFLINE)
     ultralytics_home_settings: bool = setting(False, _HOME)
+    tracking: TrackingSettings = tracking_section()
     train: TrainSettings = setting(default_factory=TrainSettings, description="Ultralytics' other training settings.")
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics training arguments "
                                                                             "(any key=value that is not a setting).")

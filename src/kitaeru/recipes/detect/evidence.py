@@ -4,7 +4,8 @@ Per epoch: one row in ``results.csv`` (epoch, seconds, box/cls/dfl loss, precisi
 mAP50, mAP50-95, validation losses, lr) and the same numbers as TensorBoard scalars, through
 :class:`~kitaeru.core.run.RunFolder`. Ultralytics' own CSV is moved to ``ultralytics_results.csv``
 so the two never write the same file; when a run resumes, that file is cut back to the epochs the
-checkpoint holds, so an epoch that was logged but not saved is never listed twice. Each training attempt (a fresh start, a resume after an
+checkpoint holds, so an epoch that was logged but not saved is never listed twice, and an epoch the
+checkpoint holds but ``results.csv`` missed (an interrupt between the two) is restored from it. Each training attempt (a fresh start, a resume after an
 out-of-memory step) is recorded with the epoch it started at, which is what proves a recovery
 resumed rather than restarted. Ultralytics' final validation of ``best.pt`` gives the final metrics.
 """
@@ -118,6 +119,7 @@ class EvidenceCallbacks:
         trainer.csv = Path(trainer.save_dir) / ULTRALYTICS_CSV
         self.state.current.start_epoch = int(trainer.start_epoch) + 1
         trim_epochs(trainer.csv, keep_through=int(trainer.start_epoch))
+        restore_missing_epochs(self.run, trainer.csv, through=int(trainer.start_epoch))
         if self.state.dataset_check is None:
             self.state.dataset_check = {
                 split: dataset_report(loader, self.expected_images.get(split, ()))
@@ -190,6 +192,59 @@ def trim_epochs(csv_path: Path, keep_through: int) -> None:
     writer.writerows(kept[e] for e in sorted(kept))
     if buf.getvalue() != text:
         atomic_write_text(csv_path, buf.getvalue())
+
+
+def restore_missing_epochs(run: RunFolder, csv_path: Path, through: int) -> list[int]:
+    """Log the rows ``results.csv`` lacks for epochs 1..``through`` from Ultralytics' own CSV.
+
+    Ultralytics saves ``last.pt`` before our end-of-epoch callback logs the row, and the row is
+    written in the background: an interrupt in between leaves an epoch in the checkpoint (so the
+    resume starts after it) but not in ``results.csv``. Ultralytics' CSV was written before the
+    checkpoint, so it has that epoch's numbers. Returns the epochs restored."""
+    if through < 1 or not csv_path.is_file():
+        return []
+    have = {int(r["epoch"]) for r in run.rows if isinstance(r.get("epoch"), (int, float))}
+    missing = [e for e in range(1, through + 1) if e not in have]
+    if not missing:
+        return []
+    restored = []
+    previous_time = None
+    for row in ultralytics_rows(csv_path):
+        epoch, elapsed = int(row.pop("epoch")), row.pop("time", None)
+        # "time" counts from the start of each training attempt: a drop means a resume began there
+        if elapsed is None:
+            seconds = None
+        else:
+            since = previous_time if previous_time is not None and elapsed >= previous_time else 0.0
+            seconds = round(elapsed - since, 3)
+        previous_time = elapsed
+        if epoch not in missing:
+            continue
+        entry: dict[str, Any] = {"epoch": epoch, "seconds": seconds}
+        entry.update({metric_name(k): v for k, v in row.items() if not k.startswith("lr/")})
+        if "lr/pg0" in row:
+            entry["lr"] = row["lr/pg0"]  # what the live rows record: the first parameter group's lr
+        run.log_epoch(entry)
+        restored.append(epoch)
+    return restored
+
+
+def ultralytics_rows(csv_path: Path) -> list[dict[str, float]]:
+    """Ultralytics' CSV as numbers per row, in epoch order (unreadable cells left out)."""
+    import csv
+
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
+        for raw in csv.DictReader(fh):
+            row = {}
+            for key, value in raw.items():
+                try:
+                    row[(key or "").strip()] = float(value)
+                except (TypeError, ValueError):
+                    continue
+            if "epoch" in row:
+                rows.append(row)
+    return sorted(rows, key=lambda r: r["epoch"])
 
 
 def dataset_report(loader, expected: Sequence[Path]) -> dict[str, Any]:

@@ -150,6 +150,25 @@ def check_user_weights(spec: str | None, *, trust: bool = False, what: str = "--
 WEIGHT_ARGS = ("pretrained",)
 
 
+def check_model_yaml(spec: str | None, what: str = "--model") -> None:
+    """A model YAML file on disk is plain data: a python tag (``!!python/object``) or broken YAML
+    is one line before any work (Ultralytics would report it as a bare ValueError after loading)."""
+    if not spec or Path(spec).suffix.lower() not in (".yaml", ".yml") or not Path(spec).expanduser().is_file():
+        return  # a bare architecture name (yolov8n.yaml) is Ultralytics' own file
+    import yaml
+
+    path = Path(spec).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {spec}: cannot read ({exc})") from exc
+    except yaml.YAMLError as exc:
+        reason = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise DataError(f"{what} {spec}: not a plain YAML model description ({reason})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{what} {spec}: not a YAML mapping (a model description has backbone/head)")
+
+
 def expand_cfg_argument(extra: dict) -> dict:
     """Ultralytics' ``cfg=FILE.yaml`` replaces every training argument with the file's (``pretrained``,
     ``resume`` and ``model`` included), out of sight of kitaeru's checks. Its keys are read here as

@@ -49,6 +49,18 @@ def check_predict(config: PredictConfig) -> None:
     check_device(config.device)
 
 
+def check_onnx_model(path: Path) -> None:
+    """An ``.onnx`` that onnx cannot parse or check: one line before Ultralytics and ONNX Runtime load
+    (which would report it as a bare TypeError)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))  # by path: external data and >2 GB models are checked too
+    except Exception as exc:  # noqa: BLE001 - protobuf and checker errors have no common base
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"--model {path}: not a loadable ONNX model ({reason})") from exc
+
+
 def trained_image_size(weights: str | Path, *, trust: bool = False) -> int | None:
     """The image size a ``.pt`` checkpoint was trained at (its ``train_args``), if recorded.
 
@@ -72,6 +84,8 @@ def predict_images(config: PredictConfig) -> dict[str, Any]:
     from .validate import resolve_detect_device, ultralytics_device_arg
 
     check_predict(config)
+    if Path(config.model).suffix.lower() == ".onnx":
+        check_onnx_model(Path(config.model).expanduser())
     started = time.time()
     device = resolve_detect_device(config.device)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)

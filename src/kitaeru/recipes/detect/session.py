@@ -34,11 +34,12 @@ from kitaeru.core.resources import (
 from kitaeru.core.run import RunFolder
 
 from .config import IMAGE_SIZES, MODEL_CHAIN, TrainConfig
+from .continuation import LAST, continue_command
 from .evidence import FINAL_METRICS, ULTRALYTICS_CSV, Attempt, EvidenceCallbacks, TrainingState
 from .model_source import check_weights, load_weights, resolve_model
 from .validate import ultralytics_device_arg
 
-BEST, LAST = "weights/best.pt", "weights/last.pt"
+BEST = "weights/best.pt"
 # Arguments Ultralytics lets a resumed run change (the ladder's knobs among them).
 RESUME_ARGS = ("batch", "imgsz", "workers", "cache", "device", "save_dir", "plots", "patience", "save_period")
 
@@ -123,6 +124,7 @@ class TrainingSession:
         self._start_tensorboard()
         fields = self.fields_now()
         fields.pop("epochs_completed")  # counted from results.csv by the run folder
+        fields.pop("resume_command")  # the lifecycle's own argument
         return fields
 
     def execute(self, *, resume_first: bool = False) -> dict[str, Any]:
@@ -369,6 +371,8 @@ class TrainingSession:
                      "groups": self.llrd.groups if self.llrd is not None else None},
             "export": self.export,
             "run_dir": str(self.run.path),
+            # refreshed with every heartbeat: --resume once last.pt exists, before that a fresh start
+            "resume_command": continue_command(self.run.path),
             **self.fields,
             **extra,
         }

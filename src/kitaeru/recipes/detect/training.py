@@ -10,7 +10,8 @@
 
 The run folder is ``<output-dir>/train`` (``train2``, ``train3`` ... when taken; the preset's
 name instead of ``train`` when a preset names it), and the whole run lives in
-:meth:`RunFolder.lifecycle`: Ctrl-C ends it ``interrupted`` with the command that resumes it.
+:meth:`RunFolder.lifecycle`: Ctrl-C ends it ``interrupted`` with the command that continues it
+(:mod:`.continuation`: ``--resume``, or a fresh start of the same run before its first checkpoint).
 :func:`resume_detector` continues an interrupted run from its ``weights/last.pt`` with the plan
 recorded in its ``training_result.json``.
 """
@@ -25,11 +26,13 @@ from typing import Any, Callable, Iterable, Mapping
 from kitaeru.core.config import load_config
 from kitaeru.core.console import info, print_table, warn
 from kitaeru.core.errors import ConfigError, DataError, KitaeruError
-from kitaeru.core.run import RESULT_JSON, RunFolder, next_run_dir
+from kitaeru.core.run import RESULT_JSON, RunFolder, next_run_dir, run_dir_under
 from kitaeru.core.storage import check_output_path, ensure_writable_dir, is_remote, read_json
+from kitaeru.core.tracking import attach_reporter
 from kitaeru.recipes.detect.dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
 
 from .config import PLAN_FIELDS, PLAN_KEYS, RECIPE, TrainConfig, check_device
+from .continuation import restart_command, run_session
 from .model_source import check_user_weights, check_weight_arguments, check_weights, expand_cfg_argument, resolve_model
 from .plan import fit_plan, plan_detect
 from .session import LAST, TrainingSession, checkpoint_is_resumable
@@ -124,8 +127,11 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
     check_weight_arguments(expand_cfg_argument(dict(config.ultralytics)), trust=config.trust_checkpoint)
     dataset = load_dataset(config)  # every label checked before torch and the device
     config = config.model_copy(update={"device": sagemaker_device(config.device)})
+    if not config.tracking.tensorboard:  # --report-to without tensorboard: no events, no server
+        config = config.model_copy(update={"tensorboard": False})
     device = resolve_detect_device(config.device)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
+    one_report_per_tracker(config)
     ul_args = ultralytics_arguments(config)
     plan = plan_detect(config, device)
     source = resolve_model(plan.values["model"], offline=config.offline)  # fail before creating anything
@@ -135,13 +141,14 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
     synthetic, extra_train = build_synthetic(config, dataset, output_root)
     name = config.run_prefix or "train"
     if config.exist_ok:
-        run_dir = output_root / name
+        run_dir = run_dir_under(output_root, name, setting="--run-prefix")
         for stale in ("results.csv", RESULT_JSON, "ultralytics_results.csv"):  # overwritten, not continued
             (run_dir / stale).unlink(missing_ok=True)
     else:
-        run_dir = next_run_dir(output_root, name)
+        run_dir = next_run_dir(output_root, name, setting="--run-prefix")
     run = RunFolder(run_dir, tensorboard=config.tensorboard)
     run.save_config(config)
+    attach_reporter(run, config.tracking, config, recipe=RECIPE)  # before the model loads
     run.record_skipped(p.as_skip() for p in dataset.problems)
     run.record_skipped(synthetic.get("skipped", []))
     data_yaml = write_resolved_yaml(dataset, run.path / "data.yaml", extra_train)
@@ -158,12 +165,19 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
         fields=_fields(dataset, synthetic, source.as_dict()),
         callbacks=callbacks,
     )
-    try:
-        with run.lifecycle(resume_command=resume_command(run.path), recipe=RECIPE, **session.start()):
-            result = session.execute()
-    finally:
-        session.stop_tensorboard()  # also when the lifecycle itself could not start
+    result = run_session(run, session, recipe=RECIPE)
     return DetectRun(run.path, result)
+
+
+def one_report_per_tracker(config: TrainConfig) -> None:
+    """Ultralytics' own MLflow / W&B callbacks (on in a user's own Ultralytics settings) would report
+    the run a second time beside ``--report-to``: off in memory for the trackers kitaeru reports to
+    (the user's settings file is not changed)."""
+    from ultralytics.utils import SETTINGS
+
+    for name in config.tracking.trackers:
+        if SETTINGS.get(name):
+            dict.__setitem__(SETTINGS, name, False)
 
 
 def sagemaker_device(requested: str) -> str:
@@ -178,12 +192,6 @@ def sagemaker_device(requested: str) -> str:
         return requested
     gpus = read_environment().num_gpus
     return ",".join(str(i) for i in range(gpus)) if gpus > 1 else requested
-
-
-def resume_command(run_dir: Path) -> str:
-    import shlex
-
-    return f"kitaeru detect train --resume {shlex.quote(str(run_dir))}"
 
 
 def check_train(config: TrainConfig) -> None:
@@ -208,6 +216,9 @@ def check_train(config: TrainConfig) -> None:
     model = config.model
     if model and ("/" in model or "\\" in model) and not Path(model).expanduser().exists():
         raise DataError(f"--model {model}: weights file not found")
+    from .model_source import check_model_yaml
+
+    check_model_yaml(model)  # plain data, before any model or TensorBoard starts
 
 
 def _expected_images(dataset: YoloDataset, extra_train: list[Path]) -> dict[str, list[Path]]:
@@ -295,7 +306,8 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
         raise DataError(f"--resume {run_dir}: the run already finished ({previous.get('epochs_completed')} epochs); start a new run instead")
     last = run_dir / LAST
     if not last.is_file():
-        raise DataError(f"--resume {run_dir}: no {LAST} (the run stopped before its first epoch ended); start a new run instead")
+        raise DataError(f"--resume {run_dir}: no {LAST} (the run stopped before its first epoch ended); "
+                        f"start it again with: {restart_command(run_dir)}")
     resumable, epoch = checkpoint_is_resumable(last, trust=bool(overrides.get("trust_checkpoint")))
     if not resumable:
         raise DataError(f"--resume {run_dir}: {LAST} is a finished model (no optimizer state); start a new run instead")
@@ -308,8 +320,11 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
     data_yaml = run_dir / "data.yaml"
     if not data_yaml.is_file():
         raise DataError(f"--resume {run_dir}: data.yaml of the run is missing")
+    if not config.tracking.tensorboard:
+        config = config.model_copy(update={"tensorboard": False})
     device = resolve_detect_device(config.device)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
+    one_report_per_tracker(config)
     ul_args = ultralytics_arguments(config)
     resource_plan = dict(previous.get("resource_plan") or {})
     if "final" not in resource_plan or "values" not in resource_plan:
@@ -321,6 +336,7 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
     resource_plan["final"] = final
     info(f"resuming {run_dir} after epoch {epoch} of {resource_plan['values'].get('epochs')} with plan {final}")
     run = RunFolder(run_dir, tensorboard=config.tensorboard)
+    attach_reporter(run, config.tracking, config, recipe=RECIPE, resume=True)  # the same tracker runs continue
     run.record_skipped((previous.get("skipped_inputs") or {}).get("items", []))
     fields = {k: previous[k] for k in ("dataset", "synthetic", "model_source", "ultralytics") if k in previous}
     session = TrainingSession(
@@ -334,11 +350,7 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
         previous=previous,
     )
     session.state.dataset_check = (previous.get("dataset") or {}).get("ultralytics_check")
-    try:
-        with run.lifecycle(resume_command=resume_command(run.path), recipe=RECIPE, **session.start()):
-            result = session.execute(resume_first=True)
-    finally:
-        session.stop_tensorboard()  # also when the lifecycle itself could not start
+    result = run_session(run, session, recipe=RECIPE, resume_first=True)
     return DetectRun(run.path, result)
 
 

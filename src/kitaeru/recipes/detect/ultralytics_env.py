@@ -104,6 +104,8 @@ def prepare_ultralytics(*, offline: bool = True, home_settings: bool = False):
             private.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.environ["YOLO_CONFIG_DIR"] = str(private)
             _install_fonts(private / "Ultralytics")
+    if first_import:
+        _drop_settings_notice()
     with contextlib.redirect_stdout(sys.stderr):  # its first-import notices are not our output
         ultralytics = require("ultralytics", "detect", "YOLO training")
     import ultralytics.utils as ul_utils
@@ -133,6 +135,24 @@ def prepare_ultralytics(*, offline: bool = True, home_settings: bool = False):
     events.events.enabled = False
     _log_to_stderr(ul_utils.LOGGER)
     return ultralytics
+
+
+class _NoSettingsNotice:
+    """Drops Ultralytics' "Creating new Ultralytics Settings … file" notice (three lines on a machine
+    where it never ran, printed at import, so before any error kitaeru then reports)."""
+
+    def filter(self, record) -> bool:
+        return not str(record.getMessage()).startswith("Creating new Ultralytics Settings")
+
+
+def _drop_settings_notice() -> None:
+    """Installed on the "ultralytics" logger before its first import: Ultralytics configures that same
+    logger object (level, handler) and keeps its filters, and writes the notice in the same import."""
+    import logging
+
+    logger = logging.getLogger("ultralytics")
+    if not any(isinstance(f, _NoSettingsNotice) for f in logger.filters):
+        logger.addFilter(_NoSettingsNotice())
 
 
 def settings_file() -> Path:

@@ -107,6 +107,9 @@ def check_val(config: ValConfig) -> None:
     check_output_path(config.output_dir, setting="--output-dir", kind="dir")
     if config.model and Path(config.model).suffix.lower() not in ("", ".pt", ".yaml", ".yml"):
         raise ConfigError(f"--model {config.model}: expected .pt weights")
+    from .model_source import check_model_yaml
+
+    check_model_yaml(config.model)
     unknown = sorted(set(config.ultralytics) - set(VAL_ARGS))
     if unknown:
         raise ConfigError(f"unknown validation argument(s): {', '.join(unknown)} (accepted: {', '.join(VAL_ARGS)})")
@@ -121,6 +124,11 @@ def validate_model(config: ValConfig) -> ValidationRun:
     started = time.time()
     device = resolve_detect_device(config.device)
     dataset = load_data_yaml(config.data_dir)
+    if config.split not in dataset.splits:  # before Ultralytics loads a model only to say it differently
+        from kitaeru.core.errors import DataError
+
+        raise DataError(f"--split {config.split}: {dataset.yaml_path} has no '{config.split}' split "
+                        f"(it has: {', '.join(sorted(dataset.splits))})")
     summaries = check_labels(dataset, (config.split,))
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     row = TIER_TABLE[parse_tier(config.gpu_tier) or device.tier]

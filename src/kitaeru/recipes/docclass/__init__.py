@@ -65,7 +65,8 @@ def register(config: RegisterConfig) -> dict[str, Any]:
     from .bank import register_templates
     from .inference import load_feature_model
 
-    return register_templates(load_feature_model(config.model, device=config.device), config.templates, config.out)
+    return register_templates(load_feature_model(config.model, device=config.device), config.templates, config.out,
+                              target_fpr=config.target_fpr, calibrate=config.calibrate)
 
 
 def classify(config: ClassifyConfig) -> list[dict[str, Any]]:
@@ -97,6 +98,10 @@ def _evaluate_summary(result: dict[str, Any]) -> None:
     stored = result.get("stored_threshold")
     if stored:
         rows.append((f"stored threshold {stored['value']:.4f}", f"TPR {stored['tpr']:.4f}, FPR {stored['fpr']:.2e}"))
+    bank = result.get("bank")
+    if bank:
+        rows.append((f"bank thresholds (target FPR {bank['target_fpr']:g})",
+                     f"TPR {bank['tpr']:.4f}, FPR {bank['achieved_fpr']:.2e} on {bank['impostor_photos']} fresh photos"))
     print_table(f"docclass evaluate: {result['photos']} fresh photo(s) of {result['templates']} template(s) × "
                 f"{len(result['orientations'])} orientation(s)", ["metric", "value"], rows)
 
@@ -127,6 +132,14 @@ def _register_summary(summary: dict[str, Any]) -> None:
     for item in summary["skipped"]:
         warn(f"skipped {item['reason']}")
     info(f"registered {summary['templates']} template(s), {len(summary['labels'])} label(s), {summary['feature_dim']}-d")
+    calibration = summary.get("calibration")
+    if calibration:
+        info(f"unknown thresholds calibrated on {calibration['impostor_photos']} impostor photo(s): FPR "
+             f"{calibration['achieved_fpr']:.2e} (target {calibration['target_fpr']:g}), TPR {calibration['tpr']:.3f}")
+        weak = [label for label, tpr in calibration["per_label_tpr"].items() if tpr < 0.5]
+        if weak:
+            warn(f"fewer than half the photos of {', '.join(weak[:5])} pass their threshold: they look like other "
+                 "documents to this model (a larger model or more training separates them)")
     click.echo(summary["bank"])
 
 

@@ -2,14 +2,17 @@
 
 ``bank.npz`` holds ``features`` (N, D) float32 unit vectors, ``labels`` (N,) (file stem, or the
 sub-folder name for templates inside one), ``paths`` (N,), ``feature_dim`` and ``model`` (the path
-of the model that made it). A photo's label is the label whose best template scores highest by
-cosine similarity; below the threshold it is ``unknown``.
+of the model that made it), and the open-set calibration of :mod:`.calibration`
+(``calibration_labels``, ``calibration_thresholds``, ``calibration`` as JSON). A photo's label is
+the label whose best template scores highest by cosine similarity; below that label's calibrated
+threshold (the model's threshold for a bank without calibration) it is ``unknown``.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,18 +33,23 @@ class Bank:
     labels: np.ndarray
     paths: np.ndarray
     model: str
+    calibration: dict[str, Any] | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
         return int(self.features.shape[1])
 
 
-def register_templates(model: FeatureModel, templates_dir: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
-    """Embed every template image under ``templates_dir`` and write the bank to ``out``."""
+def register_templates(model: FeatureModel, templates_dir: str | os.PathLike, out: str | os.PathLike, *,
+                       target_fpr: float | None = None, calibrate: bool = True) -> dict[str, Any]:
+    """Embed every template image under ``templates_dir``, calibrate the ``unknown`` thresholds for
+    ``target_fpr`` (see :mod:`.calibration`) and write the bank to ``out``."""
     from kitaeru.recipes.docclass.documents import read_template_pool
 
     pool = read_template_pool(templates_dir, max_side=max(256, 2 * model.image_size), label_by="folder")
     features = model.embed(pool.images)
+    calibration = _calibration(model, pool, features, target_fpr) if calibrate else None
     out = Path(out)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
@@ -52,6 +60,7 @@ def register_templates(model: FeatureModel, templates_dir: str | os.PathLike, ou
                 paths=np.asarray(pool.paths, dtype=str),
                 feature_dim=np.asarray(features.shape[1]),
                 model=np.asarray(str(model.path)),
+                **(_arrays(calibration) if calibration else {}),
             )
     return {
         "bank": str(out),
@@ -59,7 +68,28 @@ def register_templates(model: FeatureModel, templates_dir: str | os.PathLike, ou
         "labels": sorted(set(pool.labels)),
         "feature_dim": int(features.shape[1]),
         "skipped": pool.skipped,
+        "calibration": calibration,
     }
+
+
+def _calibration(model: FeatureModel, pool, features: np.ndarray, target_fpr: float | None) -> dict[str, Any] | None:
+    from kitaeru.core.console import warn
+
+    target = target_fpr or model.threshold_fpr or 1e-3
+    try:
+        import torch  # noqa: F401 - the calibration photos are drawn with torchvision
+    except ImportError:
+        warn("open-set calibration skipped: drawing its photos needs PyTorch; the model's threshold is used")
+        return None
+    from .calibration import calibrate
+
+    return calibrate(model, pool.images, pool.labels, features, target)
+
+
+def _arrays(calibration: dict[str, Any]) -> dict[str, np.ndarray]:
+    from .calibration import calibration_to_arrays
+
+    return calibration_to_arrays(calibration)
 
 
 def load_bank(path: str | os.PathLike) -> Bank:
@@ -79,6 +109,7 @@ def load_bank(path: str | os.PathLike) -> Bank:
             features = np.asarray(data["features"], dtype=np.float32)
             labels, paths = np.asarray(data["labels"]), np.asarray(data["paths"])
             model = str(data["model"]) if "model" in data.files else ""
+            calibration, thresholds = _read_calibration(data, path)
     except DataError:
         raise
     except ValueError as exc:  # numpy's "pickled data ... allow_pickle" for anything that is not .npy/.npz
@@ -87,7 +118,23 @@ def load_bank(path: str | os.PathLike) -> Bank:
         raise DataError(f"{path}: cannot read bank ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if features.ndim != 2 or len(features) == 0 or len(labels) != len(features):
         raise DataError(f"{path}: malformed bank (features {features.shape}, {len(labels)} labels)")
-    return Bank(path=str(path), features=features, labels=labels, paths=paths, model=model)
+    return Bank(path=str(path), features=features, labels=labels, paths=paths, model=model,
+                calibration=calibration, thresholds=thresholds)
+
+
+def _read_calibration(data, path: Path) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    """The stored calibration (None for a bank written before calibration existed)."""
+    if "calibration_thresholds" not in data.files or "calibration_labels" not in data.files:
+        return None, {}
+    labels = [str(x) for x in np.asarray(data["calibration_labels"]).tolist()]
+    values = np.asarray(data["calibration_thresholds"], dtype=np.float64)
+    if len(labels) != len(values) or not np.all(np.isfinite(values)):
+        raise DataError(f"{path}: malformed calibration (labels and thresholds do not match)")
+    try:
+        details = json.loads(str(data["calibration"])) if "calibration" in data.files else {}
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: malformed calibration ({exc.msg})") from exc
+    return details, dict(zip(labels, values.tolist()))
 
 
 def expand_images(items: Sequence[str]) -> list[str]:
@@ -135,27 +182,32 @@ def classify_images(
             f"{bank.path}: bank features are {bank.dim}-d but {model.path} gives {model.dim}-d features "
             "(register the templates again with this model)"
         )
-    if threshold is None:
-        threshold = model.threshold
-    if threshold is None:
+    labels = list(dict.fromkeys(bank.labels.tolist()))
+    if threshold is not None:
+        per_label = {label: float(threshold) for label in labels}  # --threshold: the same for every label
+    elif bank.thresholds:
+        per_label = {label: bank.thresholds.get(label, model.threshold) for label in labels}
+    else:
+        per_label = {label: model.threshold for label in labels}
+    if any(v is None for v in per_label.values()):
         raise ConfigError(f"{model.path}: no 'unknown' threshold stored with this model; pass --threshold")
     paths = expand_images(images)
     features = embed_files(model, paths)
     scores = features @ bank.features.T
-    labels = list(dict.fromkeys(bank.labels.tolist()))
     # Best template per label, so a label registered with many templates is not favoured.
-    per_label = np.stack([scores[:, bank.labels == label].max(axis=1) for label in labels], axis=1)
+    per_image = np.stack([scores[:, bank.labels == label].max(axis=1) for label in labels], axis=1)
     results = []
-    for path, row in zip(paths, per_label):
+    for path, row in zip(paths, per_image):
         best = int(np.argmax(row))
         score = float(row[best])
+        limit = float(per_label[labels[best]])
         results.append(
             {
                 "image": path,
-                "label": labels[best] if score >= threshold else UNKNOWN,
+                "label": labels[best] if score >= limit else UNKNOWN,
                 "score": round(score, 6),
                 "best_match": labels[best],
-                "threshold": round(float(threshold), 6),
+                "threshold": round(limit, 6),
             }
         )
     return results

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kitaeru.core.errors import ConfigError, DataError
-from kitaeru.core.run import CONFIG_YAML, RESULT_JSON, refuse_used_run_dir
-from kitaeru.core.storage import check_output_path, is_remote
+from kitaeru.core.run import CONFIG_YAML, RESULT_JSON, refuse_used_run_dir, run_dir_under
+from kitaeru.core.storage import IMAGE_EXTENSIONS, check_output_path, is_remote, list_files
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import ClassifyConfig, EvaluateConfig, ExportConfig, RegisterConfig, TrainConfig
@@ -55,10 +55,33 @@ def check_train(config: "TrainConfig") -> None:
     from kitaeru.core.distributed import is_rank_zero, stdout_to_stderr_off_rank_zero
 
     stdout_to_stderr_off_rank_zero()
+    root = Path(config.train.output_dir)
+    if not config.resume:
+        check_output_path(root, setting="--output-dir", kind="dir")
+        run_dir_under(root, config.name, setting="name")
     if config.run_name and not config.resume and is_rank_zero():  # other ranks join rank 0's run
-        refuse_used_run_dir(Path(config.train.output_dir) / config.run_name, exist_ok=config.exist_ok)
+        refuse_used_run_dir(run_dir_under(root, config.run_name), exist_ok=config.exist_ok)
+    if config.strategy == "fsdp" and _no_gpu(config.train.device):
+        raise ConfigError(f"--strategy fsdp needs GPUs (--device {config.train.device} has none); use --strategy ddp")
     if config.data.data_dir:
         _existing(config.data.data_dir, "template pool")
+        if not is_remote(config.data.data_dir) and not list_files(config.data.data_dir, IMAGE_EXTENSIONS):
+            raise DataError(f"{config.data.data_dir}: no template images found "
+                            f"(looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)")
+
+
+def _no_gpu(device: str) -> bool:
+    """Whether ``device`` surely has no GPU, told without importing torch: cpu/mps, or auto/cuda on a
+    machine without an NVIDIA or ROCm driver."""
+    import os
+
+    name = str(device or "auto").lower()
+    if name in ("cpu", "mps"):
+        return True
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    return not (nvidia.is_dir() and any(nvidia.iterdir())) and not Path("/dev/kfd").exists()
 
 
 def check_export(config: "ExportConfig") -> None:

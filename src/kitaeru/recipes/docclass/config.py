@@ -20,8 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.config import Epochs, RecipeConfig, RunName, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
+from kitaeru.core.tracking import TrackingSettings, tracking_section
 from kitaeru.export.onnx import OnnxSpec
 
 RECIPE_NAME = "docclass"
@@ -124,7 +125,7 @@ class OptimSection(RecipeConfig):
 
 
 class TrainSection(RecipeConfig):
-    epochs: int = setting(20, "Training epochs.", promote=True, ge=1)
+    epochs: Epochs = setting(20, "Training epochs.", promote=True)
     batch_size: Optional[int] = setting(
         None, "Batch size (not given: from the GPU-tier table; the original used 256).", aliases=["batch"], promote=True, ge=2
     )
@@ -160,7 +161,7 @@ def default_onnx_spec() -> OnnxSpec:
 class DocclassConfig(RecipeConfig):
     """Everything a docclass run needs; ``--cfg-name`` picks a shipped preset."""
 
-    name: str = setting("docclass", "Name of this config; the run folder is named after it (name, name2, ...).")
+    name: RunName = setting("docclass", "Name of this config; the run folder is named after it (name, name2, ...).")
     image_size: Optional[int] = setting(
         None, "Side of the square network input: sets data.image_size and the ONNX input's spatial size together.",
         aliases=["imgsz"], exclude=True,
@@ -231,7 +232,7 @@ class TrainConfig(DocclassConfig):
     )
     exist_ok: bool = setting(False, "Allow writing into a --run-name folder that already holds a run (its evidence is replaced).",
                              exclude=True)
-    run_name: Optional[str] = setting(
+    run_name: Optional[RunName] = setting(
         None, "Run folder name under --output-dir (default: the config's name, auto-incremented: name, name2, ...). "
         "A folder that holds a run is refused unless --exist-ok.", exclude=True,
     )
@@ -242,6 +243,8 @@ class TrainConfig(DocclassConfig):
     devices: DeviceCount = setting("1", DEVICES_HELP, metavar="N|auto", exclude=True)
     num_nodes: int = setting(1, NUM_NODES_HELP, ge=1, exclude=True)
     strategy: Strategy = setting("auto", STRATEGY_HELP, exclude=True)
+    # Not in config.yaml/checkpoints (their config is the network's); a resume finds it in tracking.json.
+    tracking: TrackingSettings = tracking_section(exclude=True)
 
 
 class ExportConfig(RecipeConfig):
@@ -293,6 +296,8 @@ class EvaluateConfig(RecipeConfig):
         None, "Flip states to test (repeatable; default: the ones the model was trained on).")
     template_side: int = setting(256, "Longest side the templates are kept at; photos start from this size.", ge=32)
     threshold_fpr: Optional[float] = setting(None, "FPR whose threshold is reported (default: the model's, else 1e-3).", gt=0, lt=1)
+    bank: Optional[str] = setting(None, "A bank from 'docclass register': also report the FPR and TPR its calibrated "
+                                  "thresholds achieve on fresh impostor photos.", metavar="FILE")
     seed: int = setting(0, "Seed of the photo draws (drawn far from any training or validation draw).")
     batch_size: int = setting(64, "Photos per inference batch.", aliases=["batch"], ge=1)
     workers: Optional[int] = setting(None, "Worker processes that draw photos (default: up to 4).", ge=0)
@@ -312,6 +317,10 @@ class RegisterConfig(RecipeConfig):
     model: str = setting(..., "model.onnx (onnxruntime, no PyTorch needed) or a docclass checkpoint.", metavar="MODEL")
     templates: str = setting(..., "Folder of template images; label = file stem, or sub-folder name.", aliases=["data-dir"], metavar="DIR")
     out: str = setting("bank.npz", "Bank file to write.", metavar="FILE")
+    target_fpr: Optional[float] = setting(
+        None, "Open-set calibration: per-label 'unknown' thresholds that accept at most this share of impostor photos "
+        "(other templates' photos and generic documents); default: the model's FPR, else 1e-3.", gt=0, lt=1)
+    calibrate: bool = setting(True, "Calibrate the thresholds on impostor photos (--no-calibrate: keep the model's threshold).")
     device: str = setting("cpu", "Device for a checkpoint model (ONNX runs on onnxruntime's CPU).")
 
 

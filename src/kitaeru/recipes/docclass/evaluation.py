@@ -123,4 +123,35 @@ def evaluate_model(config: EvaluateConfig) -> dict[str, Any]:
             "tpr": float(np.mean(positives >= stored)),
             "fpr": float(np.mean(negatives >= stored)),
         }
+    if config.bank:
+        result["bank"] = evaluate_bank(model, config.bank)
     return result
+
+
+def evaluate_bank(model: FeatureModel, bank_path: str) -> dict[str, Any]:
+    """The open-set rates a bank's calibrated thresholds achieve on fresh photos of its own templates
+    and of fresh generic documents (draws the calibration never saw)."""
+    from .bank import load_bank
+    from .calibration import FRESH_SEED, draw_scores, rates
+    from .documents import _read_one
+
+    bank = load_bank(bank_path)
+    if bank.dim != model.dim:
+        raise DataError(f"{bank.path}: bank features are {bank.dim}-d but {model.path} gives {model.dim}-d features")
+    if not bank.thresholds:
+        raise ConfigError(f"{bank.path}: this bank has no calibration (register it again to calibrate)")
+    side = max(256, 2 * model.image_size)
+    try:
+        templates = [_read_one(str(p), side) for p in bank.paths.tolist()]
+    except DataError as exc:
+        raise DataError(f"{bank.path}: a registered template cannot be read any more ({exc})") from exc
+    labels = list(bank.thresholds)
+    thresholds = np.asarray([bank.thresholds[label] for label in labels], dtype=np.float32)
+    own, own_label, negatives = draw_scores(model, templates, bank.labels.tolist(), bank.features, labels, seed=FRESH_SEED)
+    fresh = rates(thresholds, own, own_label, negatives)
+    stored = bank.calibration or {}
+    info(f"bank {bank.path}: FPR {fresh['fpr']:.2e} on {fresh['impostor_photos']} fresh impostor photo(s) "
+         f"(target {stored.get('target_fpr')}), TPR {fresh['tpr']:.3f}")
+    return {"path": bank.path, "labels": len(labels), "target_fpr": stored.get("target_fpr"),
+            "calibration_fpr": stored.get("achieved_fpr"), "achieved_fpr": fresh["fpr"], "tpr": fresh["tpr"],
+            "impostor_photos": fresh["impostor_photos"]}

@@ -20,7 +20,7 @@ from kitaeru.core.console import info, warn
 from kitaeru.core.device import DeviceInfo, GpuTier, resolve_device
 from kitaeru.core.errors import ConfigError
 from kitaeru.core.resources import Plan, fewer_workers, fit_with_oom_recovery, halve_batch, plan_resources
-from kitaeru.core.run import RESULT_JSON, RESULTS_CSV, RunFolder, next_run_dir, refuse_used_run_dir
+from kitaeru.core.run import RESULT_JSON, RESULTS_CSV, RunFolder, next_run_dir, refuse_used_run_dir, run_dir_under
 
 from .checks import resume_folder
 from .config import DocclassConfig, TrainConfig
@@ -81,7 +81,7 @@ def fit(
             **trainer_device_kwargs(device, precision=config.train.precision, **distributed_trainer_kwargs(config)),
             max_epochs=config.train.epochs,
             gradient_clip_val=config.train.gradient_clip or None,
-            logger=TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version=""),
+            logger=TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="") if config.tracking.tensorboard else False,
             callbacks=[EvidenceCallback(run), checkpoint, *bars, *callbacks],
             default_root_dir=str(run.path),
             enable_progress_bar=bool(bars),
@@ -156,7 +156,7 @@ def new_run_dir(config: TrainConfig) -> Path:
     root = Path(config.train.output_dir)
     if not config.run_name:
         return next_run_dir(root, config.name)
-    run_dir = root / config.run_name
+    run_dir = run_dir_under(root, config.run_name)
     refuse_used_run_dir(run_dir, exist_ok=config.exist_ok)
     # --exist-ok replaces the earlier run's evidence rather than mixing its rows into this one's.
     for stale in (run_dir / RESULTS_CSV, run_dir / RESULT_JSON, run_dir / "weights" / "last.ckpt", run_dir / "weights" / "best.ckpt"):
@@ -199,6 +199,9 @@ def run_training(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[
         share_run_dir(run.path)
     previous = (run.read_result() or {}) if resume_dir is not None else {}
     run.save_config(config)
+    from kitaeru.core.tracking import attach_reporter
+
+    attach_reporter(run, config.tracking, config, recipe="docclass", resume=resume_dir is not None)  # before the model
     recoveries: list[dict] = list(previous.get("oom_recoveries") or [])
     carried = {"untrained_metrics": previous["untrained_metrics"]} if previous.get("untrained_metrics") else {}
     resume_command = f"kitaeru docclass train --resume {shlex.quote(str(run.path))}"

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import field_validator, model_validator
 
-from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.config import MAX_IMAGE_SIZE, RecipeConfig, setting
 
 
 class EmbedConfig(RecipeConfig):
@@ -44,7 +44,7 @@ class EmbedConfig(RecipeConfig):
         "an OpenCLIP tag (laion2b_s32b_b82k, openai...), a local checkpoint file, or none (random init, seeded).",
     )
     image_size: Optional[int] = setting(224, "Square model input side in pixels (none: the model's own).",
-                                        aliases=["imgsz"], ge=1)
+                                        aliases=["imgsz"], ge=1, le=MAX_IMAGE_SIZE)
     resize: Literal["crop", "pad"] = setting(
         "crop", "crop = shorter side to image-size then centre crop; pad = longer side to image-size then pad to a square."
     )
@@ -57,6 +57,8 @@ class EmbedConfig(RecipeConfig):
     workers: Optional[int] = setting(None, "Parallel decode worker processes (0 = decode in the main process; "
                                      "not given: min(8, CPUs - 1), at least 1).", ge=0)
     device: str = setting("auto", "Device: auto|cuda|mps|cpu or cuda:N (auto = cuda, then mps, then cpu).")
+    gpu_decode: bool = setting(True, "On CUDA, decode JPEGs on the GPU (nvJPEG) in batches; other files and JPEGs it "
+                               "cannot decode go through the CPU workers. --no-gpu-decode: every file on the CPU.")
     limit: Optional[int] = setting(None, "Embed at most this many images in this run (the first ones, in path order, "
                                    "not yet embedded).", ge=1)
     normalize: bool = setting(True, "L2-normalise every vector (cosine similarity = inner product). --no-normalize "

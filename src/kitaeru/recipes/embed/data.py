@@ -44,7 +44,13 @@ def list_images(image_dir: str) -> list[str]:
         if not files:
             raise DataError(f"{image_dir}: no images in its tar shards")
         return files
-    files = [canonical_path(f) for f in list_files(image_dir)]
+    listed = list_files(image_dir)
+    if not is_remote(image_dir):
+        from kitaeru.data.scenes import check_inside
+
+        for path in listed:  # a link out of the folder is refused like a '..' path
+            check_inside(image_dir.removeprefix("file://"), path, "--image-dir")
+    files = [canonical_path(f) for f in listed]
     if not files:
         kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
         raise DataError(f"{image_dir}: no images found ({kinds}), searched recursively")
@@ -86,18 +92,24 @@ def original_size(data: bytes) -> tuple[int, int]:
     return (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
 
 
-def load_item(path: str, transform: Callable[[Any], Any], min_side: int) -> dict[str, Any]:
-    """Decode one image into a model-ready tensor, or describe why it could not be read."""
-    from kitaeru.data.images import open_image
-
+def read_input(path: str) -> bytes:
+    """The raw bytes of a local file, an fsspec URL or a webdataset tar member."""
     from kitaeru.data.webdataset import is_member, read_member
 
+    if is_member(path):
+        return read_member(path)
+    with open_input(path, "rb") as fh:
+        return fh.read()
+
+
+def decode_item(path: str, data: bytes | None, transform: Callable[[Any], Any], min_side: int,
+                read_error: BaseException | None = None) -> dict[str, Any]:
+    """Decode one image's bytes into a model-ready tensor, or describe why it could not be read."""
+    from kitaeru.data.images import open_image
+
     try:
-        if is_member(path):
-            data = read_member(path)
-        else:
-            with open_input(path, "rb") as fh:
-                data = fh.read()
+        if read_error is not None:
+            raise read_error
         image = open_image(data, min_side=min_side)
         width, height = original_size(data)
         return {"path": path, "tensor": transform(image), "width": width, "height": height}
@@ -107,6 +119,15 @@ def load_item(path: str, transform: Callable[[Any], Any], min_side: int) -> dict
         return {"path": path, "error": _BUFFER_REPR.sub("the file", reason)}
     except OSError as exc:  # permission denied, a remote read failing half-way, ...
         return {"path": path, "error": f"cannot read file ({type(exc).__name__}: {exc})"}
+
+
+def load_item(path: str, transform: Callable[[Any], Any], min_side: int) -> dict[str, Any]:
+    """Read and decode one image on the CPU (the decode path everywhere but CUDA's JPEGs)."""
+    try:
+        data = read_input(path)
+    except (DataError, OSError) as exc:
+        return decode_item(path, None, transform, min_side, read_error=exc)
+    return decode_item(path, data, transform, min_side)
 
 
 class ImageFiles:

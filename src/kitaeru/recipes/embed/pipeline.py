@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,26 @@ def embedding_info(cfg: EmbedConfig, encoder: Any) -> EmbeddingInfo:
 def embed_images(cfg: EmbedConfig, encoder: Any, paths: list[str], writer: ShardedEmbeddingWriter,
                  device: str, workers: int) -> dict[str, Any]:
     """Decode in workers, encode in batches, hand vectors to the writer; returns counts and timing."""
-    loader = make_loader(paths, encoder, batch_size=cfg.batch_size, workers=workers,
-                         pin_memory=device.startswith("cuda"))
+    from kitaeru.models.image_encoders import preprocess
+    from kitaeru.recipes.embed.gpu_batches import decode_batch, make_gpu_loader, use_gpu_decode
+
+    on_gpu = use_gpu_decode(cfg.gpu_decode, device)
+    if on_gpu:
+        loader = make_gpu_loader(paths, encoder, batch_size=cfg.batch_size, workers=workers)
+        transform = partial(preprocess, size=encoder.image_size, mean=encoder.mean, std=encoder.std, resize=encoder.resize)
+        batches = (decode_batch(items, encoder, device, transform) for items in loader)
+    else:
+        loader = make_loader(paths, encoder, batch_size=cfg.batch_size, workers=workers,
+                             pin_memory=device.startswith("cuda"))
+        batches = iter(loader)
+    decode = {"decoder": "gpu (nvJPEG) + cpu for other files" if on_gpu else "cpu", "gpu_decoded": 0, "cpu_fallbacks": 0}
     skipped: list[dict[str, str]] = []
     embedded = 0
     start = time.perf_counter()
     try:
-        for batch in track(loader, "embedding images", total=len(loader)):
+        for batch in track(batches, "embedding images", total=len(loader)):
+            decode["gpu_decoded"] += batch.get("gpu_decoded", 0)
+            decode["cpu_fallbacks"] += batch.get("cpu_fallbacks", 0)
             for item in batch["skipped"]:
                 if len(skipped) < WARN_SKIPPED:
                     warn(f"skipped {item['path']}: {item['reason']}")
@@ -108,7 +122,7 @@ def embed_images(cfg: EmbedConfig, encoder: Any, paths: list[str], writer: Shard
         writer.flush()
         say(f"stopped after {embedded} image(s); finished shards are in {writer.work_dir} (re-run with --resume)")
         raise
-    return {"embedded": embedded, "skipped": skipped, "seconds": time.perf_counter() - start}
+    return {"embedded": embedded, "skipped": skipped, "seconds": time.perf_counter() - start, "decode": decode}
 
 
 def embed_texts(cfg: EmbedConfig, encoder: Any, texts: list[str], writer: ShardedEmbeddingWriter) -> dict[str, Any]:
@@ -149,6 +163,7 @@ def summarize(cfg: EmbedConfig, info: EmbeddingInfo, *, found: int, already: int
         "device": device.as_dict(),
         "workers": workers,
         "batch_size": cfg.batch_size,
+        "decode": result.get("decode", {"decoder": "cpu"}),
         "config": {**cfg.model_dump(mode="json"),
                    # absolute, so readers of the summary (serve) find the folder from any directory
                    "image_dir": canonical_path(cfg.image_dir) if cfg.image_dir else None},

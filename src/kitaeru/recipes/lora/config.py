@@ -22,6 +22,7 @@ CAPTION_TEMPLATE = (
     "room layout with walls and doors, professional CAD style drawing, grid size {grid_mm}mm"
 )
 DEFAULT_VALIDATION_PROMPT = CAPTION_TEMPLATE.format(floor="1f", grid_mm=910)
+MAX_RESOLUTION = 4096  # SD bases are trained at 512-1024; beyond this a step cannot fit any GPU
 
 
 class PrepareConfig(RecipeConfig):
@@ -30,17 +31,18 @@ class PrepareConfig(RecipeConfig):
         "floor, or the v2.0 structural format) or .txt/.caption file.", aliases=["image_dir", "data_dir", "dataset"],
         short="-i", metavar="DIR")
     output_dir: Optional[str] = setting(
-        None, "Folder to write the prepared dataset to (images/, metadata.csv/.json/.jsonl, train.csv, val.csv).",
+        None, "Folder to write the prepared dataset to (images/, metadata.jsonl with the training rows, captions.csv/"
+        ".json with every image and its split).",
         aliases=["output"], short="-o", metavar="DIR")
-    val_fraction: float = setting(0.1, "Share of images held out as validation (val.csv).", ge=0.0, lt=1.0)
+    val_fraction: float = setting(0.1, "Share of images held out as validation (split 'val' in captions.csv).", ge=0.0, lt=1.0)
     seed: int = setting(42, "Seed of the train/validation shuffle.")
     min_size: int = setting(64, "Images smaller than this (pixels, either side) are skipped and listed.", ge=1)
 
 
 class TrainConfig(RecipeConfig):
     data_dir: Optional[str] = setting(
-        None, "Prepared dataset (from 'kitaeru lora prepare': train.csv or metadata.jsonl) or a plain folder of "
-        "images (captions made on the fly the way prepare makes them).", aliases=["dataset", "data", "train_data_dir"],
+        None, "Prepared dataset (from 'kitaeru lora prepare': captions.csv, else metadata.jsonl) or a plain folder "
+        "of images (captions made on the fly the way prepare makes them).", aliases=["dataset", "data", "train_data_dir"],
         short="-d", metavar="DIR")
     pretrained_model: Optional[str] = setting(
         None, "Base Stable Diffusion pipeline: a Hugging Face id or a local diffusers folder (for an offline try: "
@@ -54,9 +56,11 @@ class TrainConfig(RecipeConfig):
     resume: Optional[str] = setting(
         None, "Continue a run: 'latest' (newest run under --output-dir) or a run folder or checkpoint-N folder. "
         "The run's saved config is used; settings given here that differ from the defaults override it "
-        "(e.g. --epochs 10 to train longer).", flag_value="latest", metavar="latest|PATH")
+        "(e.g. --epochs 10 to train longer).", flag_value="latest", metavar="latest|PATH",
+        aliases=["resume_from_checkpoint"])
     # --- data
-    resolution: int = setting(512, "Training image side in pixels (a multiple of 8).", aliases=["image_size", "imgsz"], ge=8)
+    resolution: int = setting(512, "Training image side in pixels (a multiple of 8, at most 4096).",
+                              aliases=["image_size", "imgsz"], ge=8, le=MAX_RESOLUTION)
     center_crop: bool = setting(True, "Crop the square from the centre (off: a random square, fixed per image when "
                                 "latents are cached).")
     pad: bool = setting(False, "Pad each image to a square on white instead of cropping (keeps the whole plan).")
@@ -65,24 +69,31 @@ class TrainConfig(RecipeConfig):
     cache_latents: bool = setting(True, "Encode every image with the VAE and every caption with the text encoder once "
                                   "and cache them (keyed by model + data + resolution); off: re-encode every step.")
     cache_dir: Optional[str] = setting(None, "Where cached latents live (default: <output-dir>/.latent_cache).", flag=False)
+    max_train_samples: Optional[int] = setting(None, "Train on this many images only (a seeded draw; for quick tries).", ge=1)
     # --- LoRA
     rank: int = setting(4, "LoRA rank.", aliases=["lora_rank"], ge=1)
     lora_alpha: Optional[float] = setting(None, "LoRA alpha (default: the rank).", aliases=["alpha"], gt=0)
     lora_dropout: float = setting(0.0, "LoRA dropout.", ge=0.0, lt=1.0)
     target_modules: list[str] = setting(default_factory=lambda: list(GUIDE_TARGETS),
                                         description="UNet modules that get LoRA (repeatable).", aliases=["targets"])
+    train_text_encoder: bool = setting(False, "Also train a LoRA on the text encoder's attention (q/k/v/out); caption "
+                                       "embeddings are then computed every step instead of cached.")
     # --- optimisation
-    epochs: int = setting(5, "Training epochs.", aliases=["num_train_epochs"], ge=1)
+    epochs: int = setting(5, "Training epochs.", aliases=["num_train_epochs"], ge=1, le=1_000_000)
+    max_train_steps: Optional[int] = setting(None, "Stop after this many optimizer steps (a step budget; the epochs "
+                                             "needed to reach it replace --epochs).", ge=1, le=1_000_000_000)
     batch_size: int = setting(1, "Images per step on each device (the effective batch is batch x gradient accumulation "
                               "x devices x nodes).", aliases=["batch", "train_batch_size"], ge=1)
     gradient_accumulation: int = setting(1, "Micro-batches per optimizer step.", aliases=["gradient_accumulation_steps"], ge=1)
-    learning_rate: float = setting(1e-4, "AdamW learning rate.", aliases=["lr"], gt=0)
+    learning_rate: float = setting(1e-4, "AdamW learning rate.", aliases=["lr"], gt=0, le=10)
+    scale_lr: bool = setting(False, "Multiply the learning rate by the effective batch (batch x accumulation x devices).")
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = setting("constant", "Learning-rate schedule.")
     lr_warmup_steps: int = setting(0, "Warm-up steps of the schedule.", ge=0)
     weight_decay: float = setting(1e-2, "AdamW weight decay.", aliases=["adam_weight_decay"], ge=0)
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.", gt=0)
-    mixed_precision: Literal["no", "fp16", "bf16"] = setting(
-        "no", "Frozen weights in fp16/bf16 under autocast (LoRA weights stay fp32); fp16 needs a CUDA GPU.")
+    precision: Literal["no", "fp16", "bf16"] = setting(
+        "no", "Frozen weights in fp16/bf16 under autocast (LoRA weights stay fp32); fp16 needs a CUDA GPU.",
+        aliases=["mixed_precision"])
     gradient_checkpointing: bool = setting(False, "Recompute UNet activations in the backward pass (less memory, slower).")
     snr_gamma: Optional[float] = setting(None, "Min-SNR loss weighting gamma (5.0 is the paper's value); off when not given.", gt=0)
     noise_offset: float = setting(0.0, "Noise offset (0.05-0.1 helps very dark/bright images such as line drawings).", ge=0)
@@ -111,6 +122,12 @@ class TrainConfig(RecipeConfig):
                                  "with several devices a smaller --batch-size is for you to give).")
     tensorboard: bool = setting(True, "Write TensorBoard scalars and validation images.")
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _lightning_precision(cls, value):
+        # the other recipes' (Lightning's) spellings mean the same thing here
+        return {"32": "no", "32-true": "no", "16-mixed": "fp16", "bf16-mixed": "bf16"}.get(str(value), value)
+
     @field_validator("resolution")
     @classmethod
     def _multiple_of_8(cls, value: int) -> int:
@@ -129,8 +146,9 @@ class TrainConfig(RecipeConfig):
 class GenerateConfig(RecipeConfig):
     width: int = setting(10, "Plan width in grid cells (image width = min(width x 80, 1024) px).", ge=1, le=50, short="-W")
     height: int = setting(10, "Plan height in grid cells (image height = min(height x 80, 1024) px).", ge=1, le=50, short="-H")
-    lora: Optional[str] = setting(None, "Trained adapter: lora_model/final, its lora_model folder or the run folder "
-                                  "(default: the base model alone).", metavar="DIR")
+    lora: Optional[str] = setting(None, "Trained adapter: lora_model/final, a lora_model/checkpoint-N, the lora_model "
+                                  "folder or the run folder (its final/, else its newest checkpoint); default: the "
+                                  "base model alone.", metavar="DIR")
     pretrained_model: Optional[str] = setting(
         None, "Base pipeline (Hub id or folder; default: the base model the adapter was trained on).",
         aliases=["pretrained_model_name_or_path", "base_model", "model"], metavar="ID_OR_DIR")
@@ -141,7 +159,7 @@ class GenerateConfig(RecipeConfig):
     out: str = setting("plan.png", "Output PNG path.", aliases=["output"], short="-o", metavar="FILE")
     prompt: Optional[str] = setting(None, "Prompt instead of the built-in floor-plan prompt.")
     negative_prompt: Optional[str] = setting(None, "Negative prompt instead of the built-in one.")
-    lora_scale: float = setting(1.0, "Strength of the adapter.", ge=0)
+    lora_scale: float = setting(1.0, "Strength of the adapter.", ge=0, le=100)
     device: str = setting("auto", "auto, cuda, cuda:N, mps or cpu.")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = setting("auto", "Weights dtype (auto: fp16 on CUDA, else fp32).")
     invert_dark: bool = setting(True, "Invert an image that comes out dark (white lines on black) to black on white.")

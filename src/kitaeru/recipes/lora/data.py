@@ -3,9 +3,15 @@
 A caption comes, in order, from a same-name ``.json`` (the guide's v1.0 keys ``grid_px``,
 ``grid_mm``, ``floor``, or the v2.0 structural format whose ``metadata``/``layout`` carry the floor
 and grid), from a same-name ``.txt``/``.caption`` file, or from the default (floor ``1f``/``2f``
-read from the file name, grid 910 mm). ``prepare`` writes what both kitaeru and the diffusers
-example scripts read: ``images/`` + ``metadata.jsonl`` (imagefolder's ``file_name``/``text``),
-``metadata.csv``/``metadata.json`` (the guide's), ``train.csv`` and ``val.csv`` (seeded split).
+read from the file name, grid 910 mm). A ``.txt``/``.caption`` file with several non-empty lines
+gives the image several captions (training draws one per step, as the diffusers scripts do).
+
+``prepare`` writes what both kitaeru and the diffusers example scripts read: ``images/`` +
+``metadata.jsonl`` with the training rows only (``file_name``/``text``: the one metadata file that
+``datasets``' imagefolder, and so ``--train_data_dir``, reads), and the guide's tables of every
+image with its split (``captions.csv``, ``captions.json``). No other file may be named
+``metadata.*`` or carry a split word (``train``, ``val``, ``test``) in its name: imagefolder would
+read it as a second metadata file or as a split of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import json
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,9 @@ DEFAULT_GRID_MM = 910
 DEFAULT_GRID_PX = 107.5
 V1_KEYS = ("grid_px", "grid_mm", "floor")
 FLOOR_IN_NAME = re.compile(r"(?<![0-9a-z])([12])f(?![a-z])", re.IGNORECASE)
-CSV_COLUMNS = ("file_name", "caption", "floor", "grid_mm", "grid_px", "caption_source", "width", "height", "split")
+CSV_COLUMNS = ("file_name", "caption", "floor", "grid_mm", "grid_px", "caption_source", "width", "height", "split",
+               "captions")
+CAPTIONS_CSV, CAPTIONS_JSON, METADATA_JSONL = "captions.csv", "captions.json", "metadata.jsonl"
 
 
 @dataclass
@@ -44,6 +52,11 @@ class PlanItem:
     width: int = 0
     height: int = 0
     split: str = ""
+    captions: list[str] = field(default_factory=list)  # all of the image's captions (the first is ``caption``)
+
+    def __post_init__(self) -> None:
+        if not self.captions:
+            self.captions = [self.caption]
 
 
 def caption_for(floor: str, grid_mm: float) -> str:
@@ -128,9 +141,10 @@ def caption_item(image: Path, file_name: str) -> PlanItem:
     for suffix in (".txt", ".caption"):
         text_path = image.with_suffix(suffix)
         if text_path.is_file():
-            text = " ".join(text_path.read_text(encoding="utf-8-sig", errors="replace").split())
-            if text:
-                return PlanItem(file_name, text, floor, DEFAULT_GRID_MM, DEFAULT_GRID_PX, "txt")
+            lines = text_path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+            captions = list(dict.fromkeys(" ".join(line.split()) for line in lines if line.strip()))
+            if captions:
+                return PlanItem(file_name, captions[0], floor, DEFAULT_GRID_MM, DEFAULT_GRID_PX, "txt", captions=captions)
     return PlanItem(file_name, caption_for(floor, DEFAULT_GRID_MM), floor, DEFAULT_GRID_MM, DEFAULT_GRID_PX, "default")
 
 
@@ -206,41 +220,71 @@ def _csv_text(items: list[PlanItem]) -> str:
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for item in items:
-        writer.writerow({k: (_number(v) if isinstance(v, float) else v) for k, v in asdict(item).items()})
+        row = {k: (_number(v) if isinstance(v, float) else v) for k, v in asdict(item).items()}
+        row["captions"] = json.dumps(item.captions, ensure_ascii=False) if len(item.captions) > 1 else ""
+        writer.writerow(row)
     return buf.getvalue()
+
+
+def _copy_image(source: Path, target: Path) -> None:
+    """Copy through a temporary name; a failed copy (a full disk) leaves neither file behind."""
+    from kitaeru.core.errors import disk_error
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    except OSError as exc:
+        raise (disk_error(exc, target) or exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonl_text(items: list[PlanItem]) -> str:
+    """imagefolder's metadata: ``text`` a string, or a list for all rows when any image has several
+    captions (one Arrow type per column; the diffusers script draws one of a list)."""
+    several = any(len(i.captions) > 1 for i in items)
+    return "".join(json.dumps({"file_name": i.file_name, "text": i.captions if several else i.caption},
+                              ensure_ascii=False) + "\n" for i in items)
 
 
 def prepare_dataset(images: Path, output_dir: Path, *, val_fraction: float, seed: int, min_size: int) -> dict:
     """Write the prepared dataset; every caption is checked before anything is written."""
+    from kitaeru.core.errors import disk_error
+
     pairs, skipped = scan_folder(images, min_size)
     items = [item for _, item in pairs]
     split_items(items, val_fraction, seed)
     if output_dir.resolve() == images.resolve():
         raise DataError(f"{output_dir}: write the prepared dataset to another folder than the images")
     image_dir = output_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        image_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (disk_error(exc, image_dir) or exc) from None
     for source, item in pairs:
-        target = image_dir / source.name
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        _copy_image(source, image_dir / source.name)
         item.file_name = f"images/{source.name}"
-    rows = [asdict(i) for i in items]
-    atomic_write_text(output_dir / "metadata.csv", _csv_text(items))
-    atomic_write_json(output_dir / "metadata.json", rows)
-    atomic_write_text(output_dir / "metadata.jsonl", "".join(
-        json.dumps({"file_name": i.file_name, "text": i.caption, "split": i.split}, ensure_ascii=False) + "\n" for i in items))
-    atomic_write_text(output_dir / "train.csv", _csv_text([i for i in items if i.split == "train"]))
-    atomic_write_text(output_dir / "val.csv", _csv_text([i for i in items if i.split == "val"]))
-    atomic_write_json(output_dir / "skipped.json", skipped)
+    writes = [(CAPTIONS_CSV, lambda p: atomic_write_text(p, _csv_text(items))),
+              (CAPTIONS_JSON, lambda p: atomic_write_json(p, [asdict(i) for i in items])),
+              (METADATA_JSONL, lambda p: atomic_write_text(p, _jsonl_text([i for i in items if i.split == "train"]))),
+              ("skipped.json", lambda p: atomic_write_json(p, skipped))]
+    for name, write in writes:
+        try:
+            write(output_dir / name)
+        except OSError as exc:
+            raise (disk_error(exc, output_dir / name) or exc) from None
     sources: dict[str, int] = {}
+    files: dict[str, list[str]] = {}
     for item in items:
         sources[item.caption_source] = sources.get(item.caption_source, 0) + 1
+        files.setdefault(item.caption_source, []).append(Path(item.file_name).name)
     return {
-        "output_dir": str(output_dir), "images": len(items), "train": sum(i.split == "train" for i in items),
-        "val": sum(i.split == "val" for i in items), "caption_sources": sources,
-        "skipped": skipped, "files": ["images/", "metadata.csv", "metadata.json", "metadata.jsonl", "train.csv",
-                                      "val.csv", "skipped.json"],
+        "status": "completed", "output_dir": str(output_dir), "images": len(items),
+        "train": sum(i.split == "train" for i in items), "val": sum(i.split == "val" for i in items),
+        "caption_sources": sources, "caption_files": files,
+        "several_captions": sum(len(i.captions) > 1 for i in items),
+        "skipped": skipped, "files": ["images/", METADATA_JSONL, CAPTIONS_CSV, CAPTIONS_JSON, "skipped.json"],
     }
 
 
@@ -248,41 +292,70 @@ def prepare_dataset(images: Path, output_dir: Path, *, val_fraction: float, seed
 @dataclass
 class TrainItem:
     path: Path
-    caption: str
+    captions: list[str]
+
+    @property
+    def caption(self) -> str:
+        return self.captions[0]
+
+
+def _csv_rows(path: Path, train_only: bool) -> list[tuple[str, list[str]]]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"file_name", "caption"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        rows = []
+        for n, r in enumerate(reader, 2):
+            if train_only and (r.get("split") or "train") != "train":
+                continue
+            captions = [r["caption"]]
+            if r.get("captions"):
+                try:
+                    captions = [str(c) for c in json.loads(r["captions"])] or captions
+                except (ValueError, TypeError):
+                    raise DataError(f"{path}: line {n}: 'captions' must be a JSON list of strings") from None
+            rows.append((r["file_name"], captions))
+    return rows
+
+
+def _jsonl_rows(path: Path) -> list[tuple[str, list[str]]]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if record.get("split", "train") != "train":
+                continue
+            text = record.get("text") or record["caption"]
+            captions = [str(c) for c in text] if isinstance(text, list) else [str(text)]
+            if not captions or not all(captions):
+                raise KeyError("text")
+            rows.append((record["file_name"], captions))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+            raise DataError(f"{path}: line {n} needs file_name and text") from None
+    return rows
 
 
 def training_items(data_dir: Path, min_size: int = 8) -> tuple[list[TrainItem], list[dict[str, str]], str]:
-    """(items, skipped, source): from train.csv, metadata.jsonl or a plain image folder."""
+    """(items, skipped, source): from captions.csv (its train rows), train.csv (folders prepared by
+    earlier versions), metadata.jsonl or a plain image folder."""
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: not found or not a folder")
-    train_csv, jsonl = data_dir / "train.csv", data_dir / "metadata.jsonl"
-    rows: list[tuple[str, str]] = []
-    if train_csv.is_file():
-        with open(train_csv, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"file_name", "caption"} - set(reader.fieldnames or [])
-            if missing:
-                raise DataError(f"{train_csv}: missing column(s) {', '.join(sorted(missing))}")
-            rows = [(r["file_name"], r["caption"]) for r in reader]
-        source = "train.csv"
-    elif jsonl.is_file():
-        for n, line in enumerate(jsonl.read_text(encoding="utf-8-sig").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if record.get("split", "train") == "train":
-                    rows.append((record["file_name"], record.get("text") or record["caption"]))
-            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-                raise DataError(f"{jsonl}: line {n} needs file_name and text") from None
-        source = "metadata.jsonl"
+    if (data_dir / CAPTIONS_CSV).is_file():
+        source, rows = CAPTIONS_CSV, _csv_rows(data_dir / CAPTIONS_CSV, train_only=True)
+    elif (data_dir / "train.csv").is_file():
+        source, rows = "train.csv", _csv_rows(data_dir / "train.csv", train_only=False)
+    elif (data_dir / METADATA_JSONL).is_file():
+        source, rows = METADATA_JSONL, _jsonl_rows(data_dir / METADATA_JSONL)
     else:
         pairs, skipped = scan_folder(data_dir, min_size)
-        return [TrainItem(path, item.caption) for path, item in pairs], skipped, "image folder"
+        return [TrainItem(path, item.captions) for path, item in pairs], skipped, "image folder"
     if not rows:
         raise DataError(f"{data_dir / source}: no training images listed")
     items, skipped = [], []
-    for file_name, caption in rows:
+    for file_name, captions in rows:
         path = data_dir / file_name
         if not path.is_file():
             skipped.append({"path": str(path), "reason": "listed but missing"})
@@ -291,7 +364,7 @@ def training_items(data_dir: Path, min_size: int = 8) -> tuple[list[TrainItem], 
         if reason is not None:
             skipped.append({"path": str(path), "reason": reason})
             continue
-        items.append(TrainItem(path, caption))
+        items.append(TrainItem(path, captions))
     if not items:
         raise DataError(f"{data_dir / source}: none of the {len(rows)} listed images is usable")
     return items, skipped, source
@@ -301,7 +374,7 @@ def quick_check_data_dir(data_dir: Path) -> None:
     """Cheap existence checks (before any heavy import)."""
     if not data_dir.is_dir():
         raise DataError(f"--data-dir {data_dir}: not found or not a folder")
-    if (data_dir / "train.csv").is_file() or (data_dir / "metadata.jsonl").is_file():
+    if any((data_dir / name).is_file() for name in (CAPTIONS_CSV, "train.csv", METADATA_JSONL)):
         return
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in data_dir.iterdir() if p.is_file()):
-        raise DataError(f"--data-dir {data_dir}: no images (*.png, *.jpg) and no train.csv/metadata.jsonl found")
+        raise DataError(f"--data-dir {data_dir}: no images (*.png, *.jpg) and no captions.csv/metadata.jsonl found")

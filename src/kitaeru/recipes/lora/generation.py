@@ -36,9 +36,11 @@ def output_paths(out: str, n: int) -> list[Path]:
 
 
 def generate_plans(config: GenerateConfig) -> dict:
-    from kitaeru.models.diffusion import floor_plan_prompt, floor_plan_size, generate_floor_plan, load_pipeline
+    from kitaeru.models.diffusion import (floor_plan_prompt, floor_plan_size, generate_floor_plan, load_pipeline,
+                                          resolve_lora_dir)
 
     base = check_generate(config)
+    lora_dir = resolve_lora_dir(config.lora) if config.lora else None
     pipe = load_pipeline(base, lora=config.lora, device=config.device, dtype=config.dtype, lora_scale=config.lora_scale)
     results = generate_floor_plan(pipe, config.width, config.height, steps=config.steps, guidance=config.guidance,
                                   seed=config.seed, num_images=config.num_images, prompt=config.prompt,
@@ -47,12 +49,15 @@ def generate_plans(config: GenerateConfig) -> dict:
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path, item in zip(paths, results):
         tmp = path.with_name(f".{path.name}.tmp.png")
-        item["image"].save(tmp)
-        os.replace(tmp, path)
+        try:
+            item["image"].save(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     width, height = floor_plan_size(config.width, config.height)
     return {
-        "images": [str(p) for p in paths], "width_px": width, "height_px": height,
+        "status": "completed", "images": [str(p) for p in paths], "width_px": width, "height_px": height,
         "grid": [config.width, config.height], "prompt": config.prompt or floor_plan_prompt(config.width, config.height),
         "seed": config.seed, "steps": config.steps, "guidance": config.guidance, "base_model": base,
-        "lora": str(config.lora) if config.lora else None, "inverted": [r["inverted"] for r in results],
+        "lora": str(lora_dir) if lora_dir else None, "inverted": [r["inverted"] for r in results],
     }

@@ -1,7 +1,9 @@
 """A tiny random-init Stable Diffusion pipeline folder, written offline (for demos and tests).
 
 The components are sized as diffusers' own tests size them (a two-block UNet with cross-attention,
-a two-block VAE, a small CLIP text model), so a training step takes milliseconds on a CPU. The
+a small CLIP text model), so a training step takes milliseconds on a CPU; the VAE has four tiny
+blocks so that it downsamples 8x like the real one (latent = image / 8), which keeps generation at
+real plan sizes fast. The
 tokenizer is the real CLIP BPE tokenizer, built from the vocabulary file that ships inside the
 open_clip_torch wheel (``bpe_simple_vocab_16e6.txt.gz``): it tokenises exactly like CLIP, with no
 download. Such a pipeline generates noise-like pictures, never real floor plans: it exercises the
@@ -81,10 +83,11 @@ def build_tiny_pipeline(seed: int = 0, workdir: Path | None = None):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=8, norm_num_groups=2,
     )
+    # Four blocks, three of them downsampling: latents 8x smaller than the image, as in real SD, so a
+    # plan of 800x640 px is a 100x80 latent (with 2x it was 400x320 and generation took minutes).
     vae = AutoencoderKL(
-        block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        sample_size=32,
+        block_out_channels=(4, 8, 8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=256,
     )
     text_encoder = CLIPTextModel(CLIPTextConfig(
         hidden_size=8, intermediate_size=16, num_attention_heads=2, num_hidden_layers=2, vocab_size=49408,
@@ -100,7 +103,10 @@ def build_tiny_pipeline(seed: int = 0, workdir: Path | None = None):
 
 def write_tiny_pipeline(out: str | os.PathLike, seed: int = 0) -> Path:
     """Write the tiny pipeline to ``out`` (a diffusers folder ``from_pretrained`` reads); atomic."""
+    from kitaeru.core.storage import check_output_path
+
     out = Path(out)
+    check_output_path(out, setting="--out", kind="dir")  # a file on the way: one line, before torch loads
     out.parent.mkdir(parents=True, exist_ok=True)
     pipe = build_tiny_pipeline(seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

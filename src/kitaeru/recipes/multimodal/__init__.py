@@ -93,6 +93,12 @@ def prepare_train_config(config: TrainConfig) -> TrainConfig:
     from .data import check_inputs
 
     check_inputs(config)  # the data and encoder names, before the run folder opens and before torch
+    if is_rank_zero() and not config.skip_training:  # remote destinations: credentials and bucket, tried before any work
+        from kitaeru.core.storage import check_remote_output
+
+        for url, flag in ((out, "--output-dir"), (config.s3_output, "--s3-output")):
+            if url and is_remote(url):
+                check_remote_output(url, setting=flag)
     return config
 
 

@@ -12,9 +12,10 @@ from typing import Literal, Optional
 
 from pydantic import field_validator, model_validator
 
-from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.config import Epochs, RecipeConfig, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
 from kitaeru.core.errors import ConfigError
+from kitaeru.core.tracking import TrackingSettings, tracking_section
 
 DEFAULT_RUNS = "runs"
 DEFAULT_NAME = "multimodal"
@@ -53,7 +54,7 @@ class MultimodalConfig(RecipeConfig):
     embed_dim: int = setting(256, "Size of the joint embedding space.", ge=2, le=4096)
     temperature: float = setting(0.07, "Initial softmax temperature of the contrastive loss (learned).", gt=0.0, le=1.0)
     # ---- training ----
-    epochs: int = setting(30, "Training epochs.", ge=1)
+    epochs: Epochs = setting(30, "Training epochs.")
     batch_size: int = setting(32, "Scenes per batch (all captions of a scene come with it).", aliases=["batch"], ge=2)
     learning_rate: float = setting(1e-4, "AdamW learning rate.", aliases=["lr"], gt=0.0)
     weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0.0)
@@ -80,6 +81,7 @@ class MultimodalConfig(RecipeConfig):
         None, f"Output folder (default {DEFAULT_OUTPUT}, then {DEFAULT_OUTPUT}2, ...; colab {COLAB_OUTPUT}; sagemaker $SM_MODEL_DIR).",
         aliases=["output"], short="-o", metavar="DIR")
     s3_output: Optional[str] = setting(None, "Also upload the output folder to this URL (s3://, gs://, memory://...).")
+    tracking: TrackingSettings = tracking_section()
 
     @field_validator("resume", mode="before")
     @classmethod

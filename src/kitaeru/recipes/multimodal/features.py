@@ -7,6 +7,12 @@ hashes the encoder settings and, per scene, its id, captions, image path, size a
 time (and the same for its time series), so changed data or encoders never hit a stale cache.
 Images are decoded by parallel threads (JPEGs at reduced size via ``draft``); corrupt ones are
 skipped and listed.
+
+Encoding is the long part of a first run (minutes on a CPU), so it is saved as it goes: every
+batch of images, then every batch of captions, is written to ``features_<key>.parts/`` the moment
+it is encoded. A run stopped there (Ctrl-C, SIGTERM, a crash) keeps those chunks, and the next run
+with the same key (``--resume``, or the same command again) encodes only what is missing. The
+finished cache file replaces the chunks.
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ class SceneFeatures:
     key: str = ""
     from_cache: bool = False
     seconds: float = 0.0
+    reused_chunks: int = 0  # chunks of an earlier, stopped encoding that were read back instead of encoded
 
     def __len__(self) -> int:
         return len(self.kept)
@@ -162,7 +169,13 @@ def extract_features(
             cached.seconds = round(time.time() - started, 3)
             return cached
     _ = (encoders.text, encoders.image)  # load both first: a bad encoder name fails before any work is done
-    kept, image, skipped = encode_scene_images(scenes, encoders.image, workers=workers, batch_size=batch_size)
+    parts = ChunkStore(cache_file.with_suffix(".parts") if cache_file is not None else None)
+    if parts.count():
+        from kitaeru.core.console import info
+
+        info(f"continuing an interrupted feature encoding: {parts.count()} encoded chunks kept in {parts.folder}")
+    kept, image, skipped = encode_scene_images(scenes, encoders.image, workers=workers, batch_size=batch_size,
+                                               parts=parts)
     if not kept:
         raise DataError(f"no readable image among {len(scenes)} scenes ({skipped[0]['reason'] if skipped else ''})")
     captions, owner = [], []
@@ -170,54 +183,128 @@ def extract_features(
         for caption in scenes[index].descriptions:
             captions.append(caption)
             owner.append(row)
-    text = encode_captions(captions, encoders.text, batch_size=max(batch_size, 64))
+    text = encode_captions(captions, encoders.text, batch_size=max(batch_size, 64), parts=parts)
     feats = SceneFeatures(
         kept=kept, text=text, owner=np.asarray(owner, dtype=np.int64), image=image,
         text_dim=int(encoders.text.dim), image_dim=int(encoders.image.dim), image_size=int(encoders.image.image_size),
-        skipped=skipped, key=key,
+        skipped=skipped, key=key, reused_chunks=parts.reused,
     )
     if series.enabled:
         feats.series, feats.series_present, feats.series_columns = load_series([scenes[i] for i in kept], series)
     feats.seconds = round(time.time() - started, 3)
     if cache_file is not None:
         _write_cache(cache_file, feats)
+        parts.clear()  # only once the whole cache is safely on disk
     return feats
 
 
-def encode_scene_images(scenes: Sequence[Scene], image_encoder, *, workers: int = 2, batch_size: int = 32):
-    """``(kept indexes, (N, dim) features, skipped)``: decode batches in threads, encode, skip bad files."""
-    import torch
+class ChunkStore:
+    """Finished chunks of one encoding (``folder`` None: nothing is kept, as for a run without a cache).
 
+    A chunk is one ``.npz`` named by what it holds and where it starts (``images_00000032.npz``),
+    written atomically: a chunk file that exists is complete. The cache key in the folder name
+    already covers the encoders, the data and the order of the scenes, and every chunk also records
+    the batch size it was cut with, so a chunk is only reused for exactly the same slice.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.reused = 0
+
+    def _path(self, kind: str, start: int) -> Path:
+        return self.folder / f"{kind}_{start:08d}.npz"
+
+    def count(self) -> int:
+        return len(list(self.folder.glob("*.npz"))) if self.folder is not None and self.folder.is_dir() else 0
+
+    def load(self, kind: str, start: int, size: int) -> dict[str, Any] | None:
+        if self.folder is None or not self._path(kind, start).is_file():
+            return None
+        try:
+            with np.load(self._path(kind, start), allow_pickle=False) as data:
+                chunk = {name: data[name] for name in data.files}
+        except (OSError, ValueError):
+            return None  # a damaged chunk is encoded again, never trusted
+        if int(chunk.get("size", -1)) != size:
+            return None
+        self.reused += 1
+        return chunk
+
+    def save(self, kind: str, start: int, size: int, **arrays: np.ndarray) -> None:
+        if self.folder is None:
+            return
+        from kitaeru.core.storage import atomic_path
+
+        with atomic_path(self._path(kind, start)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, size=np.int64(size), **arrays)
+
+    def clear(self) -> None:
+        if self.folder is not None and self.folder.is_dir():
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def encode_scene_images(scenes: Sequence[Scene], image_encoder, *, workers: int = 2, batch_size: int = 32,
+                        parts: ChunkStore | None = None):
+    """``(kept indexes, (N, dim) features, skipped)``: decode batches in threads, encode, skip bad
+    files; each batch is saved to ``parts`` as it completes, and read back from there when present."""
     from kitaeru.core.console import track
 
+    parts = parts or ChunkStore(None)
     kept: list[int] = []
     chunks: list[np.ndarray] = []
     skipped: list[dict[str, str]] = []
     starts = range(0, len(scenes), batch_size)
     for start in track(starts, "encoding images", total=len(starts)):
         batch = scenes[start:start + batch_size]
-        decoded = decode_images([s.image for s in batch], workers=workers, min_side=image_encoder.image_size)
-        tensors = []
-        for offset, (scene, result) in enumerate(zip(batch, decoded)):
-            if isinstance(result, Exception):
-                skipped.append({"path": scene.image, "reason": str(result)})
-                continue
-            tensors.append(image_encoder.transform(result))
-            kept.append(start + offset)
-        if tensors:
-            chunks.append(image_encoder.encode(torch.stack(tensors)).numpy())
+        chunk = parts.load("images", start, len(batch))
+        if chunk is None:
+            chunk = _encode_image_batch(batch, start, image_encoder, workers)
+            parts.save("images", start, len(batch), **chunk)
+        kept.extend(int(i) for i in chunk["kept"])
+        skipped.extend(json.loads(bytes(chunk["skipped"]).decode()))
+        if len(chunk["features"]):
+            chunks.append(chunk["features"])
     features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, image_encoder.dim), np.float32)
     return kept, features, skipped
 
 
-def encode_captions(captions: Sequence[str], text_encoder, *, batch_size: int = 64) -> np.ndarray:
-    """``(C, dim)`` raw sentence features, in batches with a progress bar."""
+def _encode_image_batch(batch: Sequence[Scene], start: int, image_encoder, workers: int) -> dict[str, np.ndarray]:
+    """One batch as a chunk: scene indexes kept, their features, and the skipped files (JSON bytes)."""
+    import torch
+
+    decoded = decode_images([s.image for s in batch], workers=workers, min_side=image_encoder.image_size)
+    tensors, kept, skipped = [], [], []
+    for offset, (scene, result) in enumerate(zip(batch, decoded)):
+        if isinstance(result, Exception):
+            skipped.append({"path": scene.image, "reason": str(result)})
+            continue
+        tensors.append(image_encoder.transform(result))
+        kept.append(start + offset)
+    features = (image_encoder.encode(torch.stack(tensors)).numpy().astype(np.float32) if tensors
+                else np.zeros((0, image_encoder.dim), np.float32))
+    return {"kept": np.asarray(kept, dtype=np.int64), "features": features,
+            "skipped": np.frombuffer(json.dumps(skipped).encode(), dtype=np.uint8)}
+
+
+def encode_captions(captions: Sequence[str], text_encoder, *, batch_size: int = 64,
+                    parts: ChunkStore | None = None) -> np.ndarray:
+    """``(C, dim)`` raw sentence features, in batches with a progress bar (each batch saved to
+    ``parts`` as it completes, and read back from there when present)."""
     from kitaeru.core.console import track
 
+    parts = parts or ChunkStore(None)
     chunks = []
     starts = range(0, len(captions), batch_size)
     for start in track(starts, "encoding captions", total=len(starts)):
-        chunks.append(text_encoder.encode(list(captions[start:start + batch_size]), batch_size=batch_size))
+        batch = list(captions[start:start + batch_size])
+        chunk = parts.load("captions", start, len(batch))
+        if chunk is None:
+            chunk = {"features": np.asarray(text_encoder.encode(batch, batch_size=batch_size), dtype=np.float32)}
+            parts.save("captions", start, len(batch), **chunk)
+        chunks.append(chunk["features"])
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, text_encoder.dim), np.float32)
 
 

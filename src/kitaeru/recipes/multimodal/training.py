@@ -27,7 +27,8 @@ from kitaeru.core.lightning import (
 from kitaeru.core.run import RunFolder, holds_run
 from kitaeru.core.seed import seed_everything
 from kitaeru.core.storage import output_dir as output_folder
-from kitaeru.core.storage import upload_dir
+from kitaeru.core.storage import upload_run_dir
+from kitaeru.core.tracking import attach_reporter
 
 from .config import MultimodalConfig
 from .data import load_scenes, split_indices
@@ -97,7 +98,7 @@ def train_scene_search(config: MultimodalConfig) -> dict[str, Any]:
         result = _train_in(config, Path(out), device)
     if config.s3_output:
         info(f"uploading {config.output_dir} to {config.s3_output} ...")
-        upload_dir(config.output_dir, config.s3_output)
+        upload_run_dir(config.output_dir, config.s3_output, setting="--s3-output")  # a failed upload: status failed
         result["uploaded_to"] = config.s3_output
     return result
 
@@ -123,13 +124,14 @@ def _train_in(config: MultimodalConfig, out: Path, device: DeviceInfo) -> dict[s
     elif config.exist_ok and is_rank_zero():
         _fresh_start(out)
     # only rank 0 writes the evidence; the processes Lightning starts for ddp learn the folder from it
-    run = run_folder(out)
+    run = run_folder(out, tensorboard=config.tracking.tensorboard)
     run.save_config(config)
     if is_rank_zero():
         share_run_dir(out)
     spec = EncoderSpec.from_config(config)
     common = {"output_dir": str(out), "device": device.as_dict(), "tier": device.tier.value,
               "epochs_requested": config.epochs}
+    attach_reporter(run, config.tracking, config, recipe="multimodal", resume=bool(config.resume))  # before any model loads
     with run.lifecycle(resume_command=resume_command(out), recipe="multimodal", epochs_planned=config.epochs, **common):
         result = _fit_and_save(config, out, run, device, spec, previous, from_checkpoint)
         run.write_result("completed", **result)
@@ -192,11 +194,12 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
         warn("validation recall did not improve over the untrained start (more data or epochs, or a higher --learning-rate, may help)")
     return {
         "features_key": feats.key,
-        "data": {"source": scene_set.source, "scenes": len(feats), "train_scenes": len(train_rows),
+        "data": {"source": _data_label(config, scene_set.source), "scenes": len(feats), "train_scenes": len(train_rows),
                  "val_scenes": len(val_rows), "captions": int(len(feats.text)),
                  "timeseries": bool(config.include_timeseries)},
         "features": {"cache_file": str(out / CACHE_DIR / f"features_{feats.key}.npz"), "from_cache": feats.from_cache,
-                     "seconds": feats.seconds, "text_dim": feats.text_dim, "image_dim": feats.image_dim},
+                     "reused_chunks": feats.reused_chunks, "seconds": feats.seconds,
+                     "text_dim": feats.text_dim, "image_dim": feats.image_dim},
         "encoders": {"text": spec.text_encoder, "image": spec.image_encoder, "image_pretrained": spec.image_pretrained,
                      "image_weights": spec.image_weights},
         "metrics": {k: round(float(v), 4) for k, v in after.items()},

@@ -14,6 +14,7 @@ from typing import Any
 from kitaeru.core.console import info, warn
 from kitaeru.core import net
 from kitaeru.core.errors import ConfigError, KitaeruError
+from kitaeru.serve.limits import MAX_UPLOAD_BYTES
 
 from . import LOCAL_HOSTS, UiConfig
 
@@ -35,6 +36,8 @@ def streamlit_command(config: UiConfig, port: int) -> list[str]:
         "--server.address", config.host, "--server.port", str(port), "--server.headless", "true",
         "--server.fileWatcherType", "none", "--server.runOnSave", "false", "--browser.gatherUsageStats", "false",
         "--global.developmentMode", "false", "--client.toolbarMode", "minimal", "--theme.base", "light",
+        # Search uploads: the API's byte limit (MB) here too; their pixels are checked before decoding.
+        "--server.maxUploadSize", str(max(1, MAX_UPLOAD_BYTES // (1024 * 1024))),
     ]
 
 
