@@ -9,8 +9,10 @@ pipeline (``write_tiny_pipeline``) at 256 px.
 
 Each side runs in a process of its own (this script starts itself with ``--side``), so neither
 measures memory on a heap the other one grew. Peak memory: CUDA max allocated, or on the CPU the
-peak growth of the process's RSS during its timed part. Both report the median step with the first
-step left out. The plain loop also times its parts (VAE encode, text encode, UNet + backward +
+peak growth of the process's RSS, both from before the models load to the end of the side. Time per
+step: on the CPU the process's **CPU seconds** (one torch thread, so other jobs on a shared machine
+do not inflate it the way they inflate wall time), on CUDA wall time after a synchronize. Both
+report the median step with the first step left out. The plain loop also times its parts (VAE encode, text encode, UNet + backward +
 AdamW), which gives the **ceiling**: caching removes the encodes and nothing else, so no cached loop
 can be faster than ``step / (step - encodes)``. kitaeru's number comes from its real training loop
 (``train_lora``, timed between optimizer steps); ``--variant`` times its options the same way.
@@ -87,6 +89,16 @@ class PeakMemory:
             self.mb = (self.peak - self.base) / 2**20
 
 
+def clock(device: str) -> float:
+    """CPU seconds of this process on the CPU; wall seconds after a synchronize on CUDA."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values[1:] if len(values) > 2 else values)
 
@@ -103,9 +115,7 @@ def plain_loop(base: Path, items, resolution: int, steps: int, device: str, seed
     from kitaeru.recipes.lora.images import load_rgb
 
     def sync() -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter()
+        return clock(device)
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
@@ -121,37 +131,34 @@ def plain_loop(base: Path, items, resolution: int, steps: int, device: str, seed
         transforms.CenterCrop(resolution), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
     images = [load_rgb(it.path) for it in items]  # decoded once, as datasets keeps them
     parts: dict[str, list[float]] = {"step": [], "vae": [], "text": [], "unet": []}
-    with PeakMemory(device) as memory:
-        for step in range(steps):
-            t0 = sync()
-            i = step % len(items)
-            pixels = train_transforms(images[i]).unsqueeze(0).to(device)
-            with torch.no_grad():
-                latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-            t1 = sync()
-            input_ids = tokenizer([items[i].caption], max_length=tokenizer.model_max_length, padding="max_length",
-                                  truncation=True, return_tensors="pt").input_ids.to(device)
-            with torch.no_grad():
-                hidden = text_encoder(input_ids, return_dict=False)[0]
-            t2 = sync()
-            noise = torch.randn_like(latents)
-            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (1,), device=device).long()
-            noisy = scheduler.add_noise(latents, noise, timesteps)
-            pred = unet(noisy, timesteps, hidden, return_dict=False)[0]
-            loss = F.mse_loss(pred.float(), noise.float())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in unet.parameters() if p.requires_grad], 1.0)
-            optimizer.step()
-            optimizer.zero_grad()
-            t3 = sync()
-            for key, value in (("step", t3 - t0), ("vae", t1 - t0), ("text", t2 - t1), ("unet", t3 - t2)):
-                parts[key].append(value)
-    return {**{f"{k}_s": _median(v) for k, v in parts.items()}, "peak_mb": memory.mb}
+    for step in range(steps):
+        t0 = sync()
+        i = step % len(items)
+        pixels = train_transforms(images[i]).unsqueeze(0).to(device)
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        t1 = sync()
+        input_ids = tokenizer([items[i].caption], max_length=tokenizer.model_max_length, padding="max_length",
+                              truncation=True, return_tensors="pt").input_ids.to(device)
+        with torch.no_grad():
+            hidden = text_encoder(input_ids, return_dict=False)[0]
+        t2 = sync()
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (1,), device=device).long()
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        pred = unet(noisy, timesteps, hidden, return_dict=False)[0]
+        loss = F.mse_loss(pred.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in unet.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        t3 = sync()
+        for key, value in (("step", t3 - t0), ("vae", t1 - t0), ("text", t2 - t1), ("unet", t3 - t2)):
+            parts[key].append(value)
+    return {f"{k}_s": _median(v) for k, v in parts.items()}
 
 
 def kitaeru_loop(base: Path, data: Path, out: Path, args, variant: str) -> dict:
-    import torch
-
     from kitaeru.recipes.lora.config import TrainConfig
     from kitaeru.recipes.lora.training import train_lora
 
@@ -160,15 +167,13 @@ def kitaeru_loop(base: Path, data: Path, out: Path, args, variant: str) -> dict:
                          device=args.device, tensorboard=False, **VARIANTS[variant])
     marks: list[float] = []
 
-    def clock(step: int, plan: dict) -> None:  # called before each optimizer step
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        marks.append(time.perf_counter())
+    def mark(step: int, plan: dict) -> None:  # called before each optimizer step
+        marks.append(clock(args.device))
 
-    with PeakMemory(args.device) as memory:
-        result = train_lora(config, step_hook=clock)
+    result = train_lora(config, step_hook=mark)
+    marks.append(clock(args.device))  # the last step ends before the final checkpoint/export (a few ms)
     durations = [b - a for a, b in zip(marks, marks[1:])]
-    return {"step_s": _median(durations), "peak_mb": memory.mb, "cache_s": result["latent_cache"].get("seconds")}
+    return {"step_s": _median(durations), "cache_s": result["latent_cache"].get("seconds")}
 
 
 def one_side(args) -> None:
@@ -181,11 +186,12 @@ def one_side(args) -> None:
     work = Path(args.work)
     base, data = Path(args.base) if args.base else work / "tiny-sd", work / ("captions" if args.side == "captions" else "plans")
     items, _, _ = training_items(data)
-    if args.side == "plain":
-        numbers = plain_loop(base, items, args.resolution, args.plain_steps, args.device)
-    else:
-        numbers = kitaeru_loop(base, data, work / f"runs-{args.side}", args, args.side)
-    print("RESULT " + json.dumps(numbers))
+    with PeakMemory(args.device) as memory:
+        if args.side == "plain":
+            numbers = plain_loop(base, items, args.resolution, args.plain_steps, args.device)
+        else:
+            numbers = kitaeru_loop(base, data, work / f"runs-{args.side}", args, args.side)
+    print("RESULT " + json.dumps({**numbers, "peak_mb": memory.mb}))
 
 
 def _prepare(work: Path, args) -> None:
@@ -211,13 +217,30 @@ def _run_side(side: str, work: Path, argv: list[str]) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def _rounds(sides: list[str], work: Path, argv: list[str], rounds: int) -> dict[str, dict]:
+    """Every side ``rounds`` times, interleaved (plain, cached, variants, plain, ...) so that load from
+    other work on the machine falls on all of them alike; per side the median of each number over the
+    rounds, and the step's range as ``step_lo``/``step_hi``."""
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for _ in range(rounds):
+        for side in sides:
+            runs[side].append(_run_side(side, work, argv))
+    out = {}
+    for side, results in runs.items():
+        merged = {k: statistics.median(r[k] for r in results) for k in results[0] if results[0][k] is not None}
+        merged.update(step_lo=min(r["step_s"] for r in results), step_hi=max(r["step_s"] for r in results))
+        out[side] = merged
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="floor plans to train on (from ../shared/data/floorplans)")
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--plain-steps", type=int, default=8, help="steps of the plain loop (the first is not timed)")
-    parser.add_argument("--epochs", type=int, default=2,
+    parser.add_argument("--plain-steps", type=int, default=16, help="steps of the plain loop (the first is not timed)")
+    parser.add_argument("--epochs", type=int, default=4,
                         help="kitaeru epochs of --images steps each (the first step is not timed)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each side runs, interleaved (medians reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--base", default=None, help="base pipeline (default: the tiny offline one)")
     parser.add_argument("--images-dir", default=str(SHARED))
@@ -231,26 +254,32 @@ def main() -> None:
     if args.side:
         return one_side(args)
 
-    argv = [a for a in sys.argv[1:]]
     with tempfile.TemporaryDirectory(prefix="kitaeru-bench-") as tmp:
         work = Path(tmp)
         _prepare(work, args)
+        unit = "wall" if args.device.startswith("cuda") else "CPU"
         print(f"{args.images} images at {args.resolution} px, batch 1, device {args.device}, "
-              f"base {args.base or 'tiny offline pipeline'}, torch threads {args.threads}; each side in its own process")
-        plain = _run_side("plain", work, argv)
-        print(f"plain diffusers+PEFT loop (re-encodes every step): {plain['step_s'] * 1000:8.1f} ms/step, "
-              f"peak +{plain['peak_mb']:7.1f} MiB  [VAE encode {plain['vae_s'] * 1000:.1f} ms, text encode "
-              f"{plain['text_s'] * 1000:.1f} ms, UNet + backward + AdamW {plain['unet_s'] * 1000:.1f} ms]")
+              f"base {args.base or 'tiny offline pipeline'}, torch threads {args.threads}; each side in its own "
+              f"process, {args.rounds} rounds interleaved; ms = median {unit} milliseconds per step [range over "
+              "rounds]; peak = memory growth from before the models load")
+        found = _rounds(["plain", "cached", *args.variant], work, sys.argv[1:], args.rounds)
+        plain, ours = found["plain"], found["cached"]
+
+        def ms(r: dict) -> str:
+            return f"{r['step_s'] * 1000:7.1f} ms/step [{r['step_lo'] * 1000:.1f}-{r['step_hi'] * 1000:.1f}]"
+
+        print(f"plain diffusers+PEFT loop (re-encodes every step): {ms(plain)}, peak +{plain['peak_mb']:6.1f} MiB; "
+              f"of it VAE encode {plain['vae_s'] * 1000:.1f} ms, text encode {plain['text_s'] * 1000:.1f} ms, "
+              f"UNet + backward + AdamW {plain['unet_s'] * 1000:.1f} ms")
         ceiling = plain["step_s"] / max(plain["unet_s"], 1e-9)
         print(f"ceiling of any cache (plain step / its UNet part): {ceiling:.2f}x "
               f"(the encodes are {100 * (1 - 1 / ceiling):.0f}% of a plain step)")
-        ours = _run_side("cached", work, argv)
-        print(f"kitaeru lora train (cached latents):               {ours['step_s'] * 1000:8.1f} ms/step, "
-              f"peak +{ours['peak_mb']:7.1f} MiB (whole run incl. model load; cache built once in {ours['cache_s']:.2f} s)")
+        print(f"kitaeru lora train (cached latents):               {ms(ours)}, peak +{ours['peak_mb']:6.1f} MiB "
+              f"(cache built once in {ours['cache_s']:.2f} s)")
         for variant in args.variant:
-            other = _run_side(variant, work, argv)
-            print(f"kitaeru variant {variant:<14}: {other['step_s'] * 1000:8.1f} ms/step "
-                  f"({other['step_s'] / ours['step_s']:.2f}x the cached step), peak +{other['peak_mb']:7.1f} MiB")
+            other = found[variant]
+            print(f"kitaeru variant {variant:<14}:                  {ms(other)} "
+                  f"({other['step_s'] / ours['step_s']:.2f}x the cached step), peak +{other['peak_mb']:6.1f} MiB")
         print(f"ratio (plain / kitaeru seconds per step): {plain['step_s'] / ours['step_s']:.2f}x "
               f"(ceiling {ceiling:.2f}x)")
 

@@ -292,3 +292,28 @@ def test_index_auto_refuses_parameters_it_would_not_use(tmp_path, cli):
         assert result.exit_code == 2 and expected in result.stderr and "--pq-m" in result.stderr, result.stderr
         assert not out.exists()
     assert cli("index", "build", "--embeddings", tmp_path / "v.npy", "--index-out", out, "--type", "auto").exit_code == 0
+
+
+@pytest.mark.parametrize("how", ["dotdot", "symlink"])
+def test_nuscenes_images_outside_the_root_are_refused(how, shared_data, tmp_path, cli):
+    """A nuScenes table naming ``../x.jpg``, or a camera file that is a link out of the root, is one
+    line naming the scene, before any run folder exists (the image is never read)."""
+    import json
+    import shutil
+
+    root = tmp_path / "nus"
+    shutil.copytree(shared_data / "nuscenes-scene-0061", root)
+    outside = tmp_path / "outside.jpg"
+    table = root / "v1.0-test" / "sample_data.json"
+    records = json.loads(table.read_text())
+    front = next(r for r in records if "/CAM_FRONT/" in r["filename"])
+    shutil.copyfile(root / front["filename"], outside)
+    if how == "dotdot":
+        front["filename"] = "../outside.jpg"
+        table.write_text(json.dumps(records))
+    else:
+        (root / front["filename"]).unlink()
+        (root / front["filename"]).symlink_to(outside)
+    result = cli("multimodal", "train", "--nuscenes-path", root, "--output-dir", tmp_path / "runs" / "mm")
+    assert result.exit_code == 2 and "leading outside the data folder" in result.stderr and "scene-0061" in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()

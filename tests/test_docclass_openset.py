@@ -11,6 +11,8 @@ import pytest
 
 from kitaeru.recipes.docclass.sample_documents import generate_documents
 
+pytestmark = pytest.mark.slow  # one small training run, then several registrations with their photo draws
+
 
 @pytest.fixture(scope="module")
 def documents(shared_data):

@@ -337,10 +337,13 @@ def test_classify_recognises_each_template_and_rejects_an_unregistered_document(
     r = cli("docclass", "classify", "--model", exported, "--bank", bank, "--image", trained["photos"], "--json")
     assert r.exit_code == 0, r.stderr
     results = {Path(x["image"]).stem: x for x in json.loads(r.stdout)}
-    threshold = trained["result"]["unknown_threshold"]
+    with np.load(bank) as data:  # register's open-set calibration: one threshold per label
+        calibrated = dict(zip(data["calibration_labels"].tolist(), data["calibration_thresholds"].tolist()))
     assert len(results) == 6
     for expected, row in results.items():
+        threshold = calibrated[row["best_match"]]
         assert row["threshold"] == pytest.approx(threshold, abs=1e-6)
+        assert threshold >= trained["result"]["unknown_threshold"] - 1e-6
         if expected == HELD_OUT:
             assert row["label"] == "unknown" and row["score"] < threshold
         else:

@@ -96,13 +96,34 @@ def test_batched_jpeg_path_routes_falls_back_and_matches_the_cpu_path(cli, mixed
     assert list(got) == list(cpu)  # same rows, same order
     for path, vector in cpu.items():
         similarity = float(got[path] @ vector)
-        # the CPU-routed files are decoded identically; batched JPEGs differ only by the resize filter
-        assert similarity > (0.9999 if Path(path).name in ("as_png.png", "cmyk.jpg", "rotated.jpg") else 0.98), path
+        # CPU-routed files are decoded identically; batched JPEGs differ by the decode scale and resize
+        # (at this 32 px input libjpeg decodes at 1/8 scale first), and this random ViT magnifies it
+        assert similarity > (0.9999 if Path(path).name in ("as_png.png", "cmyk.jpg", "rotated.jpg") else 0.95), path
     rows = read_embeddings(tmp_path / "jpeg.parquet").metadata.to_pylist()
     rotated = next(r for r in rows if r["path"].endswith("rotated.jpg"))
-    assert rotated["width"] < rotated["height"]  # the displayed (EXIF-rotated) size, as on the CPU path
+    stored = Image.open(mixed / "rotated.jpg").size
+    assert (rotated["width"], rotated["height"]) == stored[::-1]  # the displayed (EXIF-rotated) size
     r = cli("embed", "--image-dir", mixed, "--out", tmp_path / "off.parquet", "--device", "cpu", "--no-gpu-decode", *TINY)
     assert r.exit_code == 0 and _summary(tmp_path / "off.parquet")["decode"]["decoder"] == "cpu"
+
+
+def test_batched_pixels_match_the_cpu_preprocessing_at_model_size(shared_data):
+    """At a real model's 224 px input, the batched decode + resize gives the CPU path's pixels."""
+    from functools import partial
+
+    import torch
+
+    from kitaeru.models.image_encoders import create_image_encoder, preprocess
+    from kitaeru.recipes.embed.data import load_item
+    from kitaeru.recipes.embed.gpu_batches import decode_batch, read_item
+
+    encoder = create_image_encoder("timm:test_vit", pretrained=None, image_size=224)
+    transform = partial(preprocess, size=224, mean=encoder.mean, std=encoder.std, resize="crop")
+    paths = [str(p) for p in sorted((shared_data / "coco8" / "images" / "train").glob("*.jpg"))]
+    batch = decode_batch([read_item(p, transform, 224) for p in paths], encoder, "cpu", transform)
+    reference = torch.stack([load_item(p, transform, 224)["tensor"] for p in paths])
+    assert batch["gpu_decoded"] == len(paths) and batch["pixels"].shape == reference.shape
+    assert float((batch["pixels"] - reference).abs().mean()) < 0.02  # in normalised units (std ≈ 0.25 of 0..1)
 
 
 @pytest.mark.gpu
@@ -113,4 +134,4 @@ def test_nvjpeg_on_cuda_matches_the_cpu_decoder(cli, mixed, tmp_path):
     decode = _summary(tmp_path / "gpu.parquet")["decode"]
     assert decode["decoder"].startswith("gpu") and decode["gpu_decoded"] == 3
     got, cpu = _vectors(tmp_path / "gpu.parquet"), _vectors(tmp_path / "cpu.parquet")
-    assert list(got) == list(cpu) and min(float(got[p] @ cpu[p]) for p in cpu) > 0.98
+    assert list(got) == list(cpu) and min(float(got[p] @ cpu[p]) for p in cpu) > 0.95

@@ -155,3 +155,35 @@ def test_report_to_optional_warns_and_trains_without_the_tracker(cli, tmp_path, 
     assert link["backend"] == "mlflow" and link["run_id"] is None and "cannot use the tracking server" in link["error"]
     [run_dir] = (tmp_path / "runs").iterdir()
     assert (run_dir / "csv_logs" / "metrics.csv").is_file()  # the other tracker still reported
+
+
+def test_check_trackers_refuses_before_a_run_folder_exists(tmp_path, monkeypatch):
+    """The early check a recipe calls before loading its model (lora): one ConfigError line per tracker."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    from kitaeru.core.errors import ConfigError
+    from kitaeru.core.tracking import check_trackers
+
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(ConfigError, match=f"cannot use the tracking server {uri} \\(connection refused\\)"):
+        check_trackers(TrackingSettings(report_to="mlflow"))
+    check_trackers(TrackingSettings(report_to="mlflow", report_to_optional=True))  # a warning later, not an error
+    check_trackers(TrackingSettings(report_to="tensorboard,csv"))  # nothing to reach
+
+    # online W&B without an API key: refused instead of a login prompt
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    (tmp_path / "netrc").write_text("")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(ConfigError, match="no W&B API key"):
+        check_trackers(TrackingSettings(report_to="wandb"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    check_trackers(TrackingSettings(report_to="wandb"))
+
+    # a resumed run is checked against where it reported before (its tracking.json)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "tracking.json").write_text(json.dumps({"settings": {"report_to": "mlflow"}, "runs": {}}))
+    with pytest.raises(ConfigError, match="cannot use the tracking server"):
+        check_trackers(TrackingSettings(), resume_dir=tmp_path / "run")
+    check_trackers(TrackingSettings(report_to="none"), resume_dir=tmp_path / "run")  # --report-to given now wins

@@ -217,3 +217,17 @@ def test_tracker_failing_mid_run_is_recorded_not_fatal(tracker, coco8, tmp_path)
     assert link["backend"] == "mlflow" and link["run_id"] and "log metrics" in link["error"]
     assert [int(r["epoch"]) for r in read_csv(run.run_dir / "results.csv")] == [1, 2]  # local evidence complete
     assert (run.run_dir / "weights" / "best.pt").is_file()
+
+
+def test_lora_reports_epochs_steps_and_the_adapter(tracker, cli, tiny_sd, prepared_floorplans, tmp_path):
+    r = cli("lora", "train", "-d", prepared_floorplans, "--pretrained-model", tiny_sd, "-o", tmp_path, "--name", "trk",
+            "--resolution", "32", "--batch-size", "2", "--epochs", "2", "--validation-every", "0", "--device", "cpu",
+            "--seed", "3", "--report-to", "mlflow", "--json")
+    assert r.exit_code == 0, r.stderr
+    run_dir = tmp_path / "trk"
+    run, result = check_mlflow_run(tracker, run_dir, status="FINISHED", recipe="lora", weights=True)
+    steps = tracker.get_metric_history(run.info.run_id, "train/step_loss")
+    assert sorted(m.step for m in steps) == list(range(1, result["steps"] + 1)) and result["steps"] == 6  # 6 images, batch 2
+    final = Path(result["final_dir"]).name
+    adapter = {Path(a.path).name for a in tracker.list_artifacts(run.info.run_id, f"weights/{final}")}
+    assert "adapter_model.safetensors" in adapter

@@ -71,6 +71,7 @@ def test_docclass_offline_wandb_run_holds_the_results(cli, tmp_path, monkeypatch
     run_id = json.loads((run_dir / "tracking.json").read_text())["runs"]["wandb"]
     assert printed["tracking"] == [{"backend": "wandb", "run_id": run_id, "url": None, "experiment": "doc-types", "error": None}]
 
+    wandb.teardown()  # W&B's service finishes writing the record file when it stops (at exit for the CLI)
     [record_file] = run_dir.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb")
     records = list(wandb_records(record_file))
     kinds = [r.WhichOneof("record_type") for r in records]
@@ -107,3 +108,47 @@ def test_docclass_offline_wandb_run_holds_the_results(cli, tmp_path, monkeypatch
         [same] = [m for m in logged if m["step"] == row["epoch"]]
         assert float(same["val_auroc"]) == pytest.approx(float(row["val_auroc"]), rel=1e-5)
     assert "optim.lr" in (run_dir / "csv_logs" / "hparams.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    """Interrupted (W&B exit code 130), then resumed: the same W&B run id (``id=`` + ``resume="allow"``)."""
+    from guards import run_python
+
+    from kitaeru.core.errors import RunInterrupted
+    from kitaeru.core.run import RunFolder
+    from kitaeru.core.tracking import TrackingSettings, attach_reporter
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    settings = TrackingSettings(report_to="wandb", experiment="resume-check")
+    run = RunFolder(tmp_path / "run", tensorboard=False)
+    attach_reporter(run, settings, settings, recipe="demo")
+    with pytest.raises(RunInterrupted):
+        with run.lifecycle(resume_command="kitaeru demo train --resume run", recipe="demo"):
+            run.log_epoch({"epoch": 1, "loss": 0.5})
+            raise KeyboardInterrupt
+    run_id = json.loads((tmp_path / "run" / "tracking.json").read_text())["runs"]["wandb"]
+    wandb.teardown()  # W&B's service finishes writing the record file when it stops (at exit for the CLI)
+
+    # the resume, as a user's --resume is: a new process, the same run folder
+    resumed = run_python(f"""
+from kitaeru.core.run import RunFolder
+from kitaeru.core.tracking import TrackingSettings, attach_reporter
+again = RunFolder({str(tmp_path / "run")!r}, tensorboard=False)
+attach_reporter(again, TrackingSettings(), TrackingSettings(experiment="resume-check"), recipe="demo", resume=True)
+with again.lifecycle(resume_command="kitaeru demo train --resume run", recipe="demo"):
+    again.log_epoch({{"epoch": 2, "loss": 0.25}})
+""", env={"WANDB_MODE": "offline"})
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((tmp_path / "run" / "training_result.json").read_text())
+    assert [link["run_id"] for link in result["tracking"]] == [run_id] and result["status"] == "completed"
+
+    files = sorted((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 2  # one offline segment per process start, both of the same W&B run
+    exits, losses = [], []
+    for path in files:
+        records = list(wandb_records(path))
+        exits += [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+        losses += [(h["trainer/global_step"], h["loss"]) for h in
+                   (_items(r.history.item) for r in records if r.WhichOneof("record_type") == "history") if "loss" in h]
+    assert exits == [130, 0] and losses == [(1, 0.5), (2, 0.25)]

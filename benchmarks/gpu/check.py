@@ -13,7 +13,8 @@ records its error and the check goes on; the JSON is rewritten after every secti
 * ``embed``       ViT-L/14 (OpenCLIP architecture, random init) over generated 1600×900 JPEGs:
   model-only ceiling (random tensors, bf16, channels-last), the plain open_clip loop (PIL decode,
   its preprocess, fp32), CPU draft decoding in worker processes, nvJPEG decoding on the GPU
-  (``kitaeru.data.gpu_decode``), and ``kitaeru embed`` itself — images/s for each, end to end;
+  (``kitaeru.data.gpu_decode``), and ``kitaeru embed`` itself with its nvJPEG decoding and with
+  ``--no-gpu-decode`` (``kitaeru_embed_gpu_decode_speedup``) — images/s for each, end to end;
 * ``lora``        a UNet with the Stable Diffusion 2.1 base architecture (random init) at 512 px
   (64×64 cached latents), bf16, PEFT LoRA r=4: seconds/step and peak memory with and without
   gradient checkpointing, and the VAE encode that cached latents save per step;
@@ -503,28 +504,34 @@ def section_embed(ctx: dict, res: dict, save) -> None:
         torch.cuda.empty_cache()
     save()
 
-    # 5. the product itself: kitaeru embed over the same folder
-    remaining = ctx["deadline"] - time.time() - 5
-    if remaining < 20:
-        res["kitaeru_embed_cli"] = {"status": "skipped: out of time"}
-        return
-    out_file = work / "vectors.npy"
-    common = ["--model", s["cli_model"], "--pretrained", "none", "--batch-size", s["batch"],
-              "--workers", workers, "--device", "cuda" if cuda else "cpu", "--json"]
-    if not cuda:
-        common += ["--image-size", size]
-    r = kitaeru_cli([["embed", "--image-dir", work / "frames", "--out", out_file, *common],
-                     ["embed", "--data-dir", work / "frames", "--output", out_file, *common]],
-                    timeout=min(s["cli_timeout"], remaining), log_file=Path(ctx["work"]) / "cli.log")
-    cli_res = {k: r.get(k) for k in ("command", "exit_code", "seconds")}
-    try:
-        summary = json.loads(r["stdout"][r["stdout"].index("{"):])
-        cli_res.update({k: summary.get(k) for k in ("items_per_second", "embedded", "workers", "device", "seconds") if k in summary})
-    except (ValueError, KeyError):
-        cli_res["stderr_tail"] = r.get("stderr_tail")
-    if cli_res.get("items_per_second"):
-        rates["kitaeru_embed_cli"] = cli_res["items_per_second"]
-    res["kitaeru_embed_cli"] = cli_res
+    # 5. the product itself: kitaeru embed over the same folder, with nvJPEG decoding (its default on
+    # CUDA) and with --no-gpu-decode (every file decoded by the CPU workers), back to back
+    for key, flag in (("kitaeru_embed_cli", "--gpu-decode"), ("kitaeru_embed_cli_cpu_decode", "--no-gpu-decode")):
+        remaining = ctx["deadline"] - time.time() - 5
+        if remaining < 20:
+            res[key] = {"status": "skipped: out of time"}
+            continue
+        out_file = work / f"vectors_{key}.npy"
+        common = ["--model", s["cli_model"], "--pretrained", "none", "--batch-size", s["batch"],
+                  "--workers", workers, "--device", "cuda" if cuda else "cpu", flag, "--json"]
+        if not cuda:
+            common += ["--image-size", size]
+        r = kitaeru_cli([["embed", "--image-dir", work / "frames", "--out", out_file, *common],
+                         ["embed", "--data-dir", work / "frames", "--output", out_file, *common]],
+                        timeout=min(s["cli_timeout"], remaining), log_file=Path(ctx["work"]) / "cli.log")
+        cli_res = {k: r.get(k) for k in ("command", "exit_code", "seconds")}
+        try:
+            summary = json.loads(r["stdout"][r["stdout"].index("{"):])
+            cli_res.update({k: summary.get(k) for k in ("items_per_second", "embedded", "workers", "device", "seconds",
+                                                        "decode") if k in summary})
+        except (ValueError, KeyError):
+            cli_res["stderr_tail"] = r.get("stderr_tail")
+        if cli_res.get("items_per_second"):
+            rates[key] = cli_res["items_per_second"]
+        res[key] = cli_res
+        save()
+    if rates.get("kitaeru_embed_cli") and rates.get("kitaeru_embed_cli_cpu_decode"):
+        res["kitaeru_embed_gpu_decode_speedup"] = round(rates["kitaeru_embed_cli"] / rates["kitaeru_embed_cli_cpu_decode"], 3)
 
 
 # ---- lora ----
@@ -1100,6 +1107,9 @@ def summary_lines(report: dict) -> dict:
         "gpu": (report["environment"].get("gpu") or {}).get("name", "none (dry run)"),
         "embed_images_per_second": emb.get("images_per_second"),
         "embed_ratio_best_vs_plain": emb.get("ratio_best_vs_plain"),
+        "kitaeru_embed_images_per_second": {k: (emb.get("images_per_second") or {}).get(k)
+                                            for k in ("kitaeru_embed_cli", "kitaeru_embed_cli_cpu_decode")},
+        "kitaeru_embed_gpu_decode_speedup": emb.get("kitaeru_embed_gpu_decode_speedup"),
         "lora_seconds_per_step": {k: v.get("seconds_per_step") for k, v in lora.items()},
         "detect_oom_recovered": (s.get("detect", {}).get("real_oom") or {}).get("recovered"),
         "docclass_images_per_second": (s.get("docclass", {}).get("throughput") or {}).get("images_per_second"),

@@ -76,12 +76,13 @@ class RecipeConfig(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _finite_inside(cls, value: Any) -> Any:
-        # Typed floats are covered by allow_inf_nan; free-form sections (arguments handed to
-        # Ultralytics, say) hold untyped numbers that would otherwise reach a library as inf/nan.
-        if isinstance(value, (Mapping, list, tuple)):
+        # Typed floats (lists and tuples of them too) are covered by allow_inf_nan; free-form
+        # sections (arguments handed to Ultralytics, say) hold untyped numbers that would otherwise
+        # reach a library as inf/nan. Typed lists of strings (file names, topics) are left alone.
+        if isinstance(value, Mapping):
             found = _non_finite(value)
             if found:
-                raise ValueError(f"{found}: must be a finite number")
+                raise ValueError(f"{found} must be a finite number")
         return value
 
 
@@ -265,7 +266,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if len(err["loc"]) == 1 and isinstance(err["loc"][0], str) and err["type"] != "extra_forbidden":
+        if len(err["loc"]) == 1 and isinstance(err["loc"][0], str) and err["type"] != "extra_forbidden" \
+                and not isinstance(err.get("input"), (dict, list)):  # sections are key=value, not a flag
             loc = f"{loc} (--{loc.replace('_', '-')})"  # the spelling the user typed on the command line
         if err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key")

@@ -8,11 +8,59 @@ the GPU by its memory, the way the YOLO guide did, so every recipe can size its 
 from __future__ import annotations
 
 import enum
+import os
+import re
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .errors import DeviceError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+NO_CUDA = "no CUDA GPU is available on this machine (use --device cpu or auto)"
+
+
+def cuda_gpus_visible() -> int | None:
+    """How many CUDA GPUs this process could use, told from the NVIDIA driver's files and
+    ``CUDA_VISIBLE_DEVICES`` in microseconds: no torch import and no CUDA initialisation (which must
+    not happen before data-loader processes are forked). None where files cannot tell (not Linux,
+    or WSL, whose GPUs appear only through /dev/dxg)."""
+    if not sys.platform.startswith("linux") or Path("/dev/dxg").exists():
+        return None
+    present = max(len(list(Path("/proc/driver/nvidia/gpus").glob("*"))),
+                  sum(1 for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name)))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    count = 0
+    for item in visible.split(","):
+        item = item.strip()
+        if not item or item.startswith("-"):  # CUDA stops at the first invalid entry ("" or -1 hides all)
+            break
+        count += 1
+    return min(present, count)
+
+
+def check_device_available(requested: str, setting: str = "--device") -> None:
+    """Refuse at once, before torch or any model loads, a CUDA/MPS device this machine does not have
+    (``cuda``, ``cuda:N``, Ultralytics' ``0,1`` / ``-1``, ``mps``). The same one-line errors as
+    :func:`resolve_device`, which still checks everything once torch is loaded."""
+    value = str(requested).strip().lower()
+    if value == "mps" and sys.platform != "darwin":
+        raise DeviceError(f"{setting} mps: Apple's MPS is only available on macOS (use --device cpu or auto)")
+    if value.startswith("cuda"):
+        indexes = [int(value.split(":", 1)[1])] if re.fullmatch(r"cuda:\d+", value) else []
+    elif re.fullmatch(r"-?\d+(,-?\d+)*", value.replace(" ", "")):
+        indexes = [int(v) for v in value.replace(" ", "").split(",") if int(v) >= 0]
+    else:
+        return
+    count = cuda_gpus_visible()
+    if count is None:
+        return
+    if count == 0:
+        raise DeviceError(f"{setting} {requested}: {NO_CUDA}")
+    if indexes and max(indexes) >= count:
+        raise DeviceError(f"{setting} {requested}: only {count} CUDA device(s) present")
 
 
 class GpuTier(str, enum.Enum):
@@ -75,7 +123,7 @@ def resolve_device(requested: str = "auto") -> DeviceInfo:
         base = req
     if base == "cuda":
         if not has_cuda:
-            raise DeviceError("--device cuda: no CUDA GPU is available on this machine (use --device cpu or auto)")
+            raise DeviceError(f"--device cuda: {NO_CUDA}")
         index = int(req.split(":")[1]) if ":" in req else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
             raise DeviceError(f"--device {req}: only {torch.cuda.device_count()} CUDA device(s) present")

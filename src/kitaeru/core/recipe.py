@@ -85,6 +85,13 @@ def configure_mode(recipe: Recipe, mode: Mode, overrides: Mapping[str, Any], *, 
 def execute_mode(mode: Mode, config: Any) -> Any:
     """The mode's cheap checks (before any heavy import), then its entry function: the one way every
     front end (command line, Python API, dashboard, SageMaker) runs a command."""
+    device = getattr(config, "device", None)
+    if isinstance(device, str):  # a mode that loads models
+        from .device import check_device_available
+        from .hub import offline_when_hub_unreachable
+
+        check_device_available(device)  # a GPU that is not there: refused before anything loads
+        offline_when_hub_unreachable()  # no minute of hub retries before a model name fails or loads
     if mode.check is not None:
         mode.check(config)
     return mode.run(config)

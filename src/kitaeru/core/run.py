@@ -303,17 +303,8 @@ class RunFolder:
                 self._live = None
                 self.close()
                 self.finish_results_png()
-                self._finish_tracking()
-
-    def _finish_tracking(self) -> None:
-        """Send the final status and the evidence to the trackers, then record how that went."""
-        if self.reporter is None or self.reporter.finished:
-            return
-        record = self.read_result() or {}
-        self.reporter.finish(self._status, record)
-        if record and record.get("tracking") != self.reporter.links():  # an upload failed: say so
-            record["tracking"] = self.reporter.links()
-            atomic_write_json(self.result_json, record)
+                if self.reporter is not None:  # final status and evidence to the trackers, last
+                    self.reporter.finish_run(self, self._status)
 
     def write_results_png(self) -> Path | None:
         """``results.png`` (the curves of results.csv) for people who don't open a UI; a plot never

@@ -151,6 +151,18 @@ class Reporter:
         self._each("upload artifacts", lambda b: b.log_artifacts(files, weights))
         self._each("set the final status", lambda b: b.close(status or "failed"))
 
+    def finish_run(self, run, status: str | None) -> None:
+        """:meth:`finish` with the run's final ``training_result.json``, and that file updated when a
+        tracker failed on the way (the evidence says what the tracker did not get)."""
+        if self.finished:
+            return
+        record = run.read_result() or {}
+        self.finish(status, record)
+        if record and record.get("tracking") != self.links():
+            from .storage import atomic_write_json
+
+            atomic_write_json(run.result_json, {**record, "tracking": self.links()})
+
     def links(self) -> list[dict[str, Any]]:
         return [b.link() for b in self.backends if b.name != "csv"]
 
@@ -203,22 +215,48 @@ def weight_paths(run_dir: Path, record: Mapping[str, Any]) -> list[Path]:
     return found
 
 
+def effective_settings(settings: TrackingSettings, run_dir: Path | None) -> TrackingSettings:
+    """The settings a run reports with: a resumed run's saved ones (``tracking.json``) unless
+    ``--report-to`` is given now."""
+    saved = read_tracking(Path(run_dir)) if run_dir is not None else {}
+    if saved.get("settings") and "report_to" not in settings.model_fields_set:
+        given = settings.model_dump(include=settings.model_fields_set)
+        return TrackingSettings.model_validate({**saved["settings"], **given})
+    return settings
+
+
+def check_trackers(settings: TrackingSettings, *, resume_dir: str | os.PathLike | None = None) -> None:
+    """Refuse now (one line) a tracker that cannot be used: for a recipe that loads its model before
+    its run folder exists, so :func:`attach_reporter` would come too late. No-op with
+    ``--report-to-optional`` (the warning comes when the reporter is attached)."""
+    from .distributed import is_rank_zero
+    from .tracking_backends import check_reachable
+
+    settings = effective_settings(settings, Path(resume_dir) if resume_dir else None)
+    if settings.report_to_optional or not is_rank_zero():
+        return
+    for name in settings.trackers:
+        check_reachable(name)
+
+
 def attach_reporter(run, settings: TrackingSettings, config: Any, *, recipe: str, mode: str = "train",
                     resume: bool = False) -> Optional[Reporter]:
     """Open the trackers of ``settings`` for ``run`` and attach them to it (``run.reporter``).
 
     Call it before any model loads: a tracker that cannot be reached stops the run here with one
     line (or warns, with ``--report-to-optional``). ``resume``: continue the tracker runs recorded in
-    ``<run>/tracking.json``. Processes other than rank 0 report nothing (they write no evidence either).
+    ``<run>/tracking.json``, and report where it reported unless ``--report-to`` is given now (then
+    ``config.tracking`` is set to those settings). Processes other than rank 0 report nothing (they
+    write no evidence either).
     """
     from .distributed import is_rank_zero
 
     run_dir = Path(run.path)
     saved = read_tracking(run_dir) if resume else {}
-    if saved.get("settings") and "report_to" not in settings.model_fields_set:
-        # a resumed run reports where it reported before, unless --report-to says otherwise now
-        given = settings.model_dump(include=settings.model_fields_set)
-        settings = TrackingSettings.model_validate({**saved["settings"], **given})
+    given = settings
+    settings = effective_settings(settings, run_dir if resume else None)
+    if settings is not given and isinstance(getattr(config, "tracking", None), TrackingSettings):
+        config.tracking = settings  # what the recipe reads later (TensorBoard on or off) agrees
     if not settings.trackers or not is_rank_zero():
         return None
     previous = saved.get("runs") or {}

@@ -87,18 +87,48 @@ def _mlflow_http(retries: int, timeout: int) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+def mlflow_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else MLflow's own default. The environment first: Lightning's logger
+    sets MLflow's process-wide URI, which would otherwise outlive a changed variable in a long session."""
+    mlflow = require("mlflow", "mlflow", "reporting to MLflow")
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def check_reachable(name: str) -> None:
+    """A :class:`ConfigError` now if tracker ``name`` cannot be used, for a recipe that must load its
+    model before the run folder (and so the tracker run) exists; it asks the server one cheap question."""
+    if name == "mlflow":
+        uri = mlflow_uri()
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with _mlflow_http(retries=0, timeout=15):
+                MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises, the user gets one line
+            raise ConfigError(f"--report-to mlflow: cannot use the tracking server {uri} ({describe(exc)})") from None
+    elif name == "wandb":
+        require("wandb", "wandb", "reporting to Weights & Biases")
+        check_wandb_login()
+
+
+def check_wandb_login() -> str:
+    """W&B's mode; online without an API key is refused here, so ``wandb.init`` never stops to prompt."""
+    mode = os.environ.get("WANDB_MODE", "online").lower()
+    if mode not in ("offline", "disabled", "dryrun") and not _wandb_credentials():
+        raise ConfigError("--report-to wandb: no W&B API key (run `wandb login`, set WANDB_API_KEY, "
+                          "or WANDB_MODE=offline to keep the run on disk)")
+    return mode
+
+
 class MlflowBackend(Backend):
     name = "mlflow"
 
     def __init__(self, *, run_dir: Path, experiment: str, run_name: str, previous_id: str | None,
                  tags: Mapping[str, str]) -> None:
         super().__init__()
-        mlflow = require("mlflow", "mlflow", "reporting to MLflow")
         from lightning.pytorch.loggers import MLFlowLogger
 
-        # The environment first: Lightning's logger sets MLflow's process-wide URI, which would
-        # otherwise outlive a changed MLFLOW_TRACKING_URI in a long Python session.
-        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+        self.uri = mlflow_uri()
         try:
             with _mlflow_http(retries=0, timeout=15):
                 self.logger = self._logger(MLFlowLogger, experiment, run_name, previous_id, dict(tags))
@@ -190,10 +220,7 @@ class WandbBackend(Backend):
         wandb = require("wandb", "wandb", "reporting to Weights & Biases")
         from lightning.pytorch.loggers import WandbLogger
 
-        mode = os.environ.get("WANDB_MODE", "online").lower()
-        if mode not in ("offline", "disabled", "dryrun") and not _wandb_credentials():
-            raise ConfigError("--report-to wandb: no W&B API key (run `wandb login`, set WANDB_API_KEY, "
-                              "or WANDB_MODE=offline to keep the run on disk)")
+        mode = check_wandb_login()
         # console="off": W&B would otherwise wrap stdout, which carries kitaeru's --json result.
         settings = wandb.Settings(console="off", quiet=True, init_timeout=60, x_disable_stats=True)
         try:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kitaeru.core.errors import DataError, require
-from kitaeru.data.scenes import Scene, SceneSet, resample_rows
+from kitaeru.data.scenes import Scene, SceneSet, check_inside, resample_rows
 
 CAMERA = "CAM_FRONT"
 VERSION_PREFERENCE = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
@@ -98,6 +98,7 @@ def load_nuscenes(
         if not image.is_file():
             skipped.append({"path": str(image), "reason": "image file not found"})
             continue
+        check_inside(str(root), str(image), f"{root / version}: scene {entry['name']}")  # no '..' or link out
         scene = Scene(
             scene_id=entry["name"], descriptions=[entry["description"] or entry["name"]], image=str(image),
             image_path=entry["filename"], location=entry["location"], metadata=entry["metadata"],

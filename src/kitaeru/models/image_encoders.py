@@ -25,6 +25,7 @@ Pooling (``pool``) is what the embedding means:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +251,24 @@ def _offline() -> bool:
     return any(os.environ.get(v) == "1" for v in ("HF_HUB_OFFLINE", "KITAERU_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+@contextlib.contextmanager
+def _root_logging_quiet():
+    """A module-level ``logging.error()`` in a library configures the root logger itself and prints
+    an ``ERROR:root:`` line; a handler held on the root logger meanwhile keeps that from happening."""
+    import logging
+
+    root = logging.getLogger()
+    if root.handlers:  # the application configured logging: leave it alone
+        yield
+        return
+    hold = logging.NullHandler()
+    root.addHandler(hold)
+    try:
+        yield
+    finally:
+        root.removeHandler(hold)
+
+
 def _torchvision(arch: str, tag: str | None, pretrained: str, pool: str, image_size: int | None) -> dict:
     import torchvision
 
@@ -415,9 +434,13 @@ def _open_clip(arch: str, tag: str | None, pretrained: str, pool: str, image_siz
     if image_size:
         kwargs["force_image_size"] = image_size
     try:
-        model = open_clip.create_model(arch, pretrained=weights, **kwargs)
+        with _root_logging_quiet():  # open_clip logs its download failure with logging.error(): our error says it once
+            model = open_clip.create_model(arch, pretrained=weights, **kwargs)
     except Exception as exc:  # noqa: BLE001 - download/state-dict errors: one line
-        raise ConfigError(f"open_clip:{arch}: cannot load weights '{pretrained}' ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from exc
+        if _offline() and weights == pretrained and not _is_local_path(pretrained):
+            raise ConfigError(f"open_clip:{arch}: weights '{pretrained}' are not in the local cache and the hub is offline "
+                              "(download them once online, or pass --pretrained PATH or none)") from None
+        raise ConfigError(f"open_clip:{arch}: cannot load weights '{pretrained}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     visual = model.visual
     pp = open_clip.get_model_preprocess_cfg(model)
     size = pp.get("size", 224)

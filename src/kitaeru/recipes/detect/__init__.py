@@ -120,8 +120,8 @@ RECIPE = Recipe(
             help="Fine-tune YOLOv8 on a YOLO data.yaml. KEY=VALUE arguments that are not settings go to "
                  "Ultralytics as training arguments (lr0=0.01 cos_lr=true).",
             examples=[
-                "kitaeru detect train --data-dir ../shared/data/coco8/data.yaml --epochs 3 --image-size 320",
-                "kitaeru detect train data=coco8.yaml epochs=3 imgsz=320",
+                "kitaeru sample detection --out data/shapes && kitaeru detect train -d data/shapes/data.yaml --cfg-name cpu_quickstart",
+                "kitaeru detect train data=data/shapes/data.yaml epochs=3 imgsz=320",
                 "kitaeru detect train -d data.yaml --cfg-name competition --llrd --export onnx",
                 "kitaeru detect train --resume models/finetuned/train",
             ],

@@ -99,6 +99,21 @@ class YoloDataset:
         return [p for s in self.summaries.values() for p in (*s.unreadable, *s.problems)]
 
 
+def data_yaml_missing(value: str) -> DataError:
+    """The one-line error for a ``--data-dir`` that is not there. An Ultralytics dataset name
+    (``coco8.yaml``) is said to need the network: Ultralytics downloads those on first use, which
+    kitaeru never does; the built-in sample is the offline way to a first run."""
+    import importlib.util
+
+    name = Path(value).name
+    spec = importlib.util.find_spec("ultralytics")  # where it is installed, without importing it
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    if value == name and any((Path(root) / "cfg" / "datasets" / name).is_file() for root in roots):
+        return DataError(f"--data-dir {value}: an Ultralytics dataset name; it downloads from the network on first use, "
+                         "which kitaeru does not do. Give a local data.yaml (offline: kitaeru sample detection --out data/shapes)")
+    return DataError(f"--data-dir {value}: data.yaml not found")
+
+
 def load_data_yaml(path: str | os.PathLike) -> YoloDataset:
     """Read and check a ``data.yaml`` (structure and folders; labels are checked by :func:`check_labels`)."""
     import yaml

@@ -111,7 +111,9 @@ def check_export(config) -> None:
     if config.image and not Path(config.image).expanduser().is_file():
         raise DataError(f"--image {config.image}: not found")
     if config.data_dir and not config.image and not Path(config.data_dir).expanduser().is_file():
-        raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+        from kitaeru.recipes.detect.dataset import data_yaml_missing
+
+        raise data_yaml_missing(str(config.data_dir))
     check_output_path(config.output, setting="--output", kind="file")
 
 

@@ -208,7 +208,9 @@ def check_train(config: TrainConfig) -> None:
         raise ConfigError("--data-dir is required (a YOLO data.yaml)")
     data = Path(config.data_dir).expanduser()
     if not (data.is_file() or (data / "data.yaml").is_file()):  # a folder holding data.yaml (a SageMaker channel)
-        raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+        from kitaeru.recipes.detect.dataset import data_yaml_missing
+
+        raise data_yaml_missing(str(config.data_dir))
     load_data_yaml(config.data_dir)  # its content (keys, names, split folders): wrong ones fail before any model
     for value, option in ((config.backgrounds_dir, "--backgrounds-dir"), (config.annotated_dir, "--annotated-dir")):
         if value and config.dynamic_synthetic and not Path(value).expanduser().is_dir():

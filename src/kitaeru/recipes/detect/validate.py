@@ -100,7 +100,9 @@ def check_val(config: ValConfig) -> None:
         raise ConfigError("--data-dir is required (a YOLO data.yaml)")
     data = Path(config.data_dir).expanduser()
     if not (data.is_file() or (data / "data.yaml").is_file()):
-        raise DataError(f"--data-dir {config.data_dir}: data.yaml not found")
+        from kitaeru.recipes.detect.dataset import data_yaml_missing
+
+        raise data_yaml_missing(str(config.data_dir))
     if config.model and ("/" in config.model or "\\" in config.model) and not Path(config.model).expanduser().exists():
         raise DataError(f"--model {config.model}: weights file not found")
     check_device(config.device)

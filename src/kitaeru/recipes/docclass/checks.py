@@ -71,8 +71,9 @@ def check_train(config: "TrainConfig") -> None:
 
 
 def _no_gpu(device: str) -> bool:
-    """Whether ``device`` surely has no GPU, told without importing torch: cpu/mps, or auto/cuda on a
-    machine without an NVIDIA or ROCm driver."""
+    """Whether ``device`` surely has no GPU, told without importing torch: cpu/mps, CUDA hidden, or a
+    machine without any GPU device node (NVIDIA, ROCm, WSL). When in doubt: False (Lightning decides)."""
+    import glob
     import os
 
     name = str(device or "auto").lower()
@@ -80,8 +81,8 @@ def _no_gpu(device: str) -> bool:
         return True
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return True
-    nvidia = Path("/proc/driver/nvidia/gpus")
-    return not (nvidia.is_dir() and any(nvidia.iterdir())) and not Path("/dev/kfd").exists()
+    nodes = glob.glob("/dev/nvidia[0-9]*") + glob.glob("/proc/driver/nvidia/gpus/*")
+    return not nodes and not any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
 def check_export(config: "ExportConfig") -> None:

@@ -37,7 +37,7 @@ class DataSection(RecipeConfig):
         "each one a template. Not given: generated sample templates (see data.sample_templates).",
         aliases=["dataset"], short="-d", promote=True, metavar="DIR",
     )
-    sample_templates: int = Field(20, ge=1, description="How many synthetic templates to generate when data_dir is not given.")
+    sample_templates: int = Field(20, ge=1, le=10_000, description="How many synthetic templates to generate when data_dir is not given.")
     image_size: int = Field(96, ge=16, le=1024, description="Side of the square network input in pixels (--image-size also sets the ONNX input).")
     template_side: int = Field(
         256, ge=32, description="Longest side the templates are kept at in memory; augmentations start from this size."

@@ -36,7 +36,7 @@ class MultimodalConfig(RecipeConfig):
     nuscenes_version: Optional[str] = setting(None, "nuScenes table folder to read (default: v1.0-mini, else the only v1.0-* folder).")
     use_devkit: bool = setting(False, "Read --nuscenes-path through nuscenes-devkit (the devkit extra) instead of the built-in table reader.")
     use_sample_data: bool = setting(False, "Generate the built-in driving scenes (English + Japanese captions) into OUTPUT/sample_data and train on them.")
-    sample_scenes: int = setting(240, "How many scenes --use-sample-data generates.", ge=2)
+    sample_scenes: int = setting(240, "How many scenes --use-sample-data generates.", ge=2, le=100_000)
     include_timeseries: bool = setting(False, "Fuse each scene's time series (.npy, .mcap or nuScenes CAN bus) into the scene side with an LSTM encoder.")
     timeseries_steps: int = setting(32, "Time steps every series is resampled to.", ge=2, le=4096)
     mcap_topics: list[str] = setting(
@@ -45,9 +45,12 @@ class MultimodalConfig(RecipeConfig):
     limit: Optional[int] = setting(None, "Use at most this many scenes.", ge=1)
     val_fraction: float = setting(0.2, "Fraction of scenes held out for validation recall.", gt=0.0, lt=1.0)
     # ---- model ----
-    text_encoder: str = setting("default", "Frozen text encoder: default (offline all-MiniLM-L6-v2), a sentence-transformers name or a local folder.")
+    text_encoder: str = setting("default", "Frozen text encoder: default (offline all-MiniLM-L6-v2, English), text:use-multilingual or "
+                                "text:e5-small-multilingual (offline, Japanese and ~100 other languages; [encoders] extra), "
+                                "a sentence-transformers name or a local folder.")
     image_encoder: str = setting("torchvision:mobilenet_v2",
-                                 "Frozen image encoder: torchvision:ARCH, timm:ARCH, open_clip:ARCH or open_clip:ARCH/TAG.")
+                                 "Frozen image encoder: torchvision:ARCH, timm:ARCH, open_clip:ARCH or open_clip:ARCH/TAG "
+                                 "(timm:tf_efficientnet_lite0/1/2 load packaged ImageNet weights offline with the [encoders] extra).")
     image_pretrained: str = setting("default", "Image-encoder weights: default, none, an OpenCLIP tag or a checkpoint path.")
     image_weights: Optional[str] = setting(None, "Local state-dict file loaded into the image encoder (e.g. the ImageNet MobileNetV2 .pth).")
     image_resize: Literal["crop", "pad"] = setting("crop", "How images are fitted to the encoder's square input: centre crop or pad.")
