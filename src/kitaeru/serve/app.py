@@ -16,44 +16,22 @@ in its thread pool and the event loop keeps accepting connections while a query 
 
 from __future__ import annotations
 
-import mimetypes
-import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional, Sequence
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Request, UploadFile
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kitaeru import __version__
 from kitaeru.core.console import info
-from kitaeru.core.errors import DataError
 
-from .backend import SearchBackend, UnsupportedQuery, VectorDbUnavailable
+from .backend import SearchBackend
 from .limits import MAX_UPLOAD_BYTES, MULTIPART_OVERHEAD_BYTES, BodySizeLimit
-from .safe_files import OutsideRootError
-
-TOP_K_MAX = 100
-QUERY_MAX_CHARS = 2000
-# Pixel bound for uploads: a 10 MB PNG of one colour can still decode to gigabytes.
-MAX_UPLOAD_PIXELS = 64_000_000
-
-
-class ErrorBody(BaseModel):
-    """The one shape of every error answer (4xx/5xx): one line saying what is wrong and where."""
-
-    detail: str
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "Bad input (not an image, an unsupported query)", 403: "Outside the served folder",
-            404: "Not found", 413: "Too large (bytes or pixels)", 422: "Invalid parameter",
-            503: "Backend not loaded"}
-    return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
-
+# the endpoints and the names other modules import from here
+from .search_routes import MAX_UPLOAD_PIXELS, QUERY_MAX_CHARS, TOP_K_MAX, ErrorBody, decode_upload  # noqa: F401
 
 def _validation_detail(exc: RequestValidationError) -> str:
     """FastAPI's list of problems as one line: ``top_k: Input should be ...; query: Field required``."""
@@ -65,14 +43,6 @@ def _validation_detail(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in loc)
         parts.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
-
-
-async def _search_in_as_sent(request: Request) -> Optional[str]:
-    """``search_in`` exactly as the form carried it: FastAPI reads an empty form value as "not sent"
-    (the default), but ``""`` is not one of the schema's enum values and must be refused."""
-    form = await request.form()  # parsed once: Starlette caches it for the endpoint's own fields
-    value = form.get("search_in")
-    return value if isinstance(value, str) else None
 
 
 def create_app(
@@ -124,31 +94,7 @@ def create_app(
     app.state.startup_error = None
     app.state.backend = None
 
-    def openapi_with_the_backends_targets() -> dict[str, Any]:
-        """The schema lists the ``search_in`` values this server's backend accepts (known once it is
-        loaded), so a request the schema allows is one the server accepts."""
-        if app.openapi_schema:
-            return app.openapi_schema
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        components = schema.get("components", {}).get("schemas", {}).values()
-        for component in components:
-            upload = component.get("properties", {}).get("file")
-            if upload is not None and upload.get("type") == "string":
-                upload["minLength"] = 1  # an empty upload is refused (400): the schema says so
-        backend = getattr(app.state, "backend", None)
-        if backend is not None:
-            for component in components:
-                field = component.get("properties", {}).get("search_in")
-                if field is not None:
-                    component["properties"]["search_in"] = {
-                        "type": "string", "enum": list(backend.search_targets),
-                        "title": field.get("title", "Search In"), "description": field.get("description", "")}
-            app.openapi_schema = schema  # final once the backend is there
-        return schema
-
-    app.openapi = openapi_with_the_backends_targets  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi_with_the_backends_targets(app)  # type: ignore[method-assign]
 
     @app.exception_handler(StarletteHTTPException)
     async def _one_line_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -167,151 +113,35 @@ def create_app(
         detail=f"upload larger than the limit of {max_upload_bytes} bytes",
     )
 
-    def backend_of(request: Request) -> SearchBackend:
-        backend = getattr(request.app.state, "backend", None)
-        if backend is None:
-            raise HTTPException(503, "the search backend is not loaded" if load_backend is not None
-                                else "this server has no search backend (start it with --output-dir or --index)")
-        return backend
+    from .search_routes import search_router
 
-    def target_for(backend: SearchBackend, search_in: Optional[str]) -> str:
-        if search_in is None:  # not sent: the default; an empty value is not one of the enum's
-            return backend.search_targets[0]
-        if search_in not in backend.search_targets:
-            raise HTTPException(422, f"search_in: '{search_in}' is not one of {', '.join(backend.search_targets)}")
-        return search_in
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
-    # ``async``: answered on the event loop itself, never queued behind searches in the thread pool
-    # (it only reads attributes the backend set at start-up)
-    @app.get("/health", summary="Server status and what it searches", responses=_errors(503))
-    async def health(request: Request) -> dict[str, Any]:
-        if load_backend is None:
-            return {"status": "ok", "version": __version__, "backend": None}
-        backend = backend_of(request)
-        return {
-            "status": "ok",
-            "version": __version__,
-            "backend": backend.kind,
-            "items": len(backend),
-            "text_queries": backend.supports_text,
-            "search_in": list(backend.search_targets),
-            "max_upload_bytes": request.app.state.max_upload_bytes,
-            **backend.describe(),
-        }
-
-    @app.post("/text", summary="Nearest scenes/images to a text query", responses=_errors(400, 413, 422, 503))
-    def search_text(
-        request: Request,
-        query: str = Form(..., min_length=1, max_length=QUERY_MAX_CHARS, pattern=r"\S",
-                          description="The text to search for (not only spaces)."),
-        top_k: int = Form(5, ge=1, le=TOP_K_MAX, description=f"How many results (1–{TOP_K_MAX})."),
-        search_in: Optional[str] = Form(None, description="What to compare with (see /health: search_in); default the first."),
-        sent_search_in: Optional[str] = Depends(_search_in_as_sent),
-    ) -> dict[str, Any]:
-        backend = backend_of(request)
-        if not query.strip():
-            raise HTTPException(422, "query: empty text")
-        target = target_for(backend, sent_search_in if sent_search_in == "" else search_in)
-        started = time.perf_counter()
-        try:
-            results = backend.search_text(query, top_k, target)
-        except UnsupportedQuery as exc:
-            raise HTTPException(400, str(exc)) from None
-        return _answer({"query": query}, top_k, target, results, started)
-
-    @app.post("/image", summary="Nearest scenes/images to an uploaded image", responses=_errors(400, 413, 422, 503))
-    def search_image(
-        request: Request,
-        file: UploadFile = File(..., description="The query image (JPEG, PNG, ...; at most 10 MB)."),
-        top_k: int = Form(5, ge=1, le=TOP_K_MAX, description=f"How many results (1–{TOP_K_MAX})."),
-        search_in: Optional[str] = Form(None, description="What to compare with (see /health: search_in); default the first."),
-        sent_search_in: Optional[str] = Depends(_search_in_as_sent),
-    ) -> dict[str, Any]:
-        backend = backend_of(request)
-        target = target_for(backend, sent_search_in if sent_search_in == "" else search_in)
-        limit = request.app.state.max_upload_bytes
-        data = file.file.read(limit + 1)
-        if len(data) > limit:
-            raise HTTPException(413, f"upload larger than the limit of {limit} bytes")
-        image = decode_upload(data, file.filename or "upload", min_side=backend.query_image_size)
-        started = time.perf_counter()
-        try:
-            results = backend.search_image(image, top_k, target)
-        except UnsupportedQuery as exc:
-            raise HTTPException(400, str(exc)) from None
-        return _answer({"filename": file.filename}, top_k, target, results, started)
-
-    @app.get("/vector_db", summary="The multimodal vector DB (versioned shape)", responses={
-        200: {"description": "The vector DB", "content": {"application/json": {"schema": {"type": "object"}}}},
-        **_errors(404, 503)})
-    def vector_db(request: Request) -> Response:
-        backend = backend_of(request)
-        try:
-            path = backend.vector_db_file()
-            if path is not None:
-                return FileResponse(path, media_type="application/json")
-            return Response(backend.vector_db(), media_type="application/json")
-        except VectorDbUnavailable as exc:
-            raise HTTPException(404, str(exc)) from None
-
-    @app.get("/image/{item_id}", summary="The image of a search result (from the served data folder only)", responses={
-        200: {"description": "The image file", "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
-        **_errors(403, 404, 422, 503)})
-    def item_image(
-        request: Request,
-        item_id: str = PathParam(..., max_length=512, description="A result's id (or a scene_id)."),
-    ) -> FileResponse:
-        backend = backend_of(request)
-        try:
-            real = backend.image_file(item_id)
-        except KeyError:
-            raise HTTPException(404, f"no item '{item_id}'") from None
-        except OutsideRootError:
-            raise HTTPException(403, "this image is outside the served data folder") from None
-        except FileNotFoundError as exc:
-            raise HTTPException(404, str(exc)) from None
-        media = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
-        return FileResponse(real, media_type=media)
-
+    app.state.has_search = load_backend is not None
+    app.include_router(search_router())
     for router in routers:
         app.include_router(router)
     return app
 
 
-def decode_upload(data: bytes, name: str, min_side: int | None = None):
-    """The uploaded bytes as an RGB image, or an HTTP 400/413 naming the problem (JPEGs much larger
-    than ``min_side`` are decoded at reduced scale, as ``kitaeru embed`` decodes them)."""
-    from kitaeru.data.images import ImageRejected, open_image
+def _openapi_with_the_backends_targets(app: FastAPI) -> dict[str, Any]:
+    """The schema lists the ``search_in`` values this server's backend accepts (known once it is
+    loaded), so a request the schema allows is one the server accepts."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
 
-    if not data:
-        raise HTTPException(400, f"{name}: empty upload")
-    try:
-        # the one opener: header checked (pixels, aspect ratio, min side) before decoding or resizing
-        return open_image(data, min_side=min_side, max_pixels=MAX_UPLOAD_PIXELS)
-    except ImageRejected as exc:
-        raise HTTPException(413 if exc.too_large else 400, f"{name}: {str(exc).split(': ', 1)[-1]}") from None
-    except DataError as exc:
-        reason = str(exc).split(': ', 1)[-1]
-        if "cannot identify" in reason:
-            raise HTTPException(400, f"{name}: not an image (cannot identify the file format)") from None
-        raise HTTPException(400, f"{name}: not a readable image ({reason})") from None
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
-
-
-def _answer(head: dict[str, Any], top_k: int, target: str, results: list[dict[str, Any]], started: float) -> dict[str, Any]:
-    return {
-        **head,
-        "top_k": top_k,
-        "search_in": target,
-        "took_ms": round((time.perf_counter() - started) * 1000, 3),
-        "results": results,
-    }
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.get("components", {}).get("schemas", {}).values()
+    for component in components:
+        upload = component.get("properties", {}).get("file")
+        if upload is not None and upload.get("type") == "string":
+            upload["minLength"] = 1  # an empty upload is refused (400): the schema says so
+    backend = getattr(app.state, "backend", None)
+    if backend is not None:
+        for component in components:
+            field = component.get("properties", {}).get("search_in")
+            if field is not None:
+                component["properties"]["search_in"] = {
+                    "type": "string", "enum": list(backend.search_targets),
+                    "title": field.get("title", "Search In"), "description": field.get("description", "")}
+        app.openapi_schema = schema  # final once the backend is there
+    return schema
