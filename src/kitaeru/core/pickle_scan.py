@@ -59,92 +59,107 @@ def find_class_calls(data: bytes, watched: set[str]) -> list[str]:
     An empty list means every watched class is only ever instantiated the way ``torch.save`` does it
     (``NEWOBJ`` with no arguments, then ``BUILD``) or kept as a plain value.
     """
-    stack: list = []
-    memo: dict[int, object] = {}
-    problems: list[str] = []
+    scan = _Scan(watched)
+    for opcode, arg, _pos in pickletools.genops(data):
+        if opcode.name == "STOP":
+            break
+        scan.step(opcode, arg)
+    return scan.problems
 
-    def pop_to_mark() -> list:
+
+class _Scan:
+    """The symbolic stack and memo of one pickle; :meth:`step` follows one opcode."""
+
+    def __init__(self, watched: set[str]):
+        self.watched, self.stack, self.memo, self.problems = watched, [], {}, []
+
+    def pop_to_mark(self) -> list:
         items = []
-        while stack and stack[-1] is not _MARK:
-            items.append(stack.pop())
-        if stack:
-            stack.pop()
+        while self.stack and self.stack[-1] is not _MARK:
+            items.append(self.stack.pop())
+        if self.stack:
+            self.stack.pop()
         return items[::-1]
 
-    def called(what: str, func: object, args: object) -> None:
+    def called(self, what: str, func: object, args: object) -> None:
         name = func.holds_watched() if isinstance(func, _Value) else None
         if name:
-            problems.append(f"{what} calls {name}")
+            self.problems.append(f"{what} calls {name}")
         inner = args.holds_watched() if isinstance(args, _Value) else None
         if inner:
-            problems.append(f"{what} passes {inner} to a call")
+            self.problems.append(f"{what} passes {inner} to a call")
 
-    for opcode, arg, _pos in pickletools.genops(data):
-        name = opcode.name
-        if name in ("GLOBAL", "INST"):
-            dotted = arg.replace(" ", ".")
-            if name == "INST":  # INST calls the class with the items above the mark
-                args = _Value(children=pop_to_mark())
-                called(name, _Value(watched=dotted if dotted in watched else None), args)
-                stack.append(_Value())
+    def named(self, arg: str) -> _Value:
+        dotted = arg.replace(" ", ".")
+        return _Value(watched=dotted if dotted in self.watched else None)
+
+    def step(self, opcode, arg) -> None:
+        name, stack = opcode.name, self.stack
+        if name == "GLOBAL":
+            stack.append(self.named(arg))
+        elif name == "INST":  # INST calls the class with the items above the mark
+            self.called(name, self.named(arg), _Value(children=self.pop_to_mark()))
+            stack.append(_Value())
+        elif name in ("REDUCE", "OBJ"):
+            if name == "REDUCE":
+                args, func = stack.pop(), stack.pop()
             else:
-                stack.append(_Value(watched=dotted if dotted in watched else None))
-        elif name == "STACK_GLOBAL":
-            # the module and name are strings on the stack; a symbolic scan cannot tell which class,
-            # and torch's weights-only unpickler does not accept STACK_GLOBAL: treat it as a call
-            stack[-2:] = [_Value()]
-            problems.append("STACK_GLOBAL names a class indirectly")
-        elif name == "REDUCE":
-            args, func = stack.pop(), stack.pop()
-            called(name, func, args)
+                items = self.pop_to_mark() or [_Value()]
+                func, args = items[0], _Value(children=items[1:])
+            self.called(name, func, args)
             stack.append(_Value())
         elif name in ("NEWOBJ", "NEWOBJ_EX"):
-            if name == "NEWOBJ_EX":
-                stack.pop()  # kwargs
-            args, cls = stack.pop(), stack.pop()
-            inner = args.holds_watched() if isinstance(args, _Value) else None
-            if inner:
-                problems.append(f"{name} passes {inner} to a constructor")
-            if isinstance(cls, _Value) and cls.watched and isinstance(args, _Value) and args.children:
-                problems.append(f"{name} gives {cls.watched} arguments")
+            self.new_object(name)
+        elif name in ("STACK_GLOBAL", "EXT1", "EXT2", "EXT4"):
+            # a class named by strings on the stack or through the extension registry: a symbolic
+            # scan cannot tell which, and torch's weights-only unpickler accepts neither
+            if name == "STACK_GLOBAL":
+                del stack[-2:]  # the module and name strings
             stack.append(_Value())
-        elif name == "OBJ":
-            items = pop_to_mark()
-            called(name, items[0] if items else _Value(), _Value(children=items[1:]))
-            stack.append(_Value())
-        elif name == "BUILD":
+            self.problems.append(f"{name} names a class indirectly")
+        else:
+            self.container_step(opcode, arg)
+
+    def new_object(self, name: str) -> None:
+        if name == "NEWOBJ_EX":
+            self.stack.pop()  # kwargs
+        args, cls = self.stack.pop(), self.stack.pop()
+        inner = args.holds_watched() if isinstance(args, _Value) else None
+        if inner:
+            self.problems.append(f"{name} passes {inner} to a constructor")
+        if isinstance(cls, _Value) and cls.watched and isinstance(args, _Value) and args.children:
+            self.problems.append(f"{name} gives {cls.watched} arguments")
+        self.stack.append(_Value())
+
+    def container_step(self, opcode, arg) -> None:
+        """Memo, marks and containers: what they hold is followed (a class inside a tuple is found)."""
+        name, stack = opcode.name, self.stack
+        if name == "BUILD":
             stack.pop()  # the state goes into the instance below it; that instance is never called
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[arg] = stack[-1]
+            self.memo[arg] = stack[-1]
         elif name == "MEMOIZE":
-            memo[len(memo)] = stack[-1]
+            self.memo[len(self.memo)] = stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(memo.get(arg, _Value()))
+            stack.append(self.memo.get(arg, _Value()))
         elif name == "MARK":
             stack.append(_MARK)
         elif name in ("TUPLE", "LIST", "DICT", "FROZENSET"):
-            stack.append(_Value(children=pop_to_mark()))
+            stack.append(_Value(children=self.pop_to_mark()))
         elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
-            _add_children(stack, pop_to_mark())
-        elif name == "APPEND":
-            item = stack.pop()
-            _add_children(stack, [item])
-        elif name == "SETITEM":
-            value, key = stack.pop(), stack.pop()
-            _add_children(stack, [key, value])
+            _add_children(stack, self.pop_to_mark())
+        elif name in ("APPEND", "SETITEM"):
+            count = 1 if name == "APPEND" else 2
+            items = stack[-count:]
+            del stack[-count:]
+            _add_children(stack, items)
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
             count = int(name[-1])
             items = stack[-count:]
             del stack[-count:]
             stack.append(_Value(children=items))
-        elif name in ("EXT1", "EXT2", "EXT4"):
-            problems.append(f"{name} names a class through the extension registry")
-            stack.append(_Value())
-        elif name == "STOP":
-            break
         else:
             _generic(opcode, stack)
-    return problems
 
 
 def _add_children(stack: list, items: list) -> None:
