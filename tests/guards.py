@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 HANG_GUARD_S = float(os.environ.get("KITAERU_TEST_HANG_GUARD", "900"))
 
 # Libraries whose import alone costs seconds: a refusal must come before any of them is loaded.

@@ -6,6 +6,7 @@ import contextlib
 from typing import Callable, Iterator
 
 import httpx
+from guards import guard
 
 from kitaeru.serve.app import create_app
 from kitaeru.serve.server import BackgroundServer
@@ -19,7 +20,7 @@ def running_api(load_backend: Callable, **app_options) -> Iterator[httpx.Client]
     client bound to it, shut the server down afterwards."""
     app = create_app(load_backend, **app_options)
     with BackgroundServer(app, host="127.0.0.1", port=0) as server:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with httpx.Client(base_url=server.url, timeout=guard()) as client:
             assert client.get("/health").status_code == 200
             yield client
 

@@ -206,7 +206,7 @@ EARLY = [
     ([*MM, "--data-dir", "{t}/dotdot"], "escapes the data folder"),
     ([*MM, "--data-dir", "{t}/absolute"], "is absolute"),
     ([*MM, "--data-dir", "{t}/dups"], "duplicate scene_id"),
-    ([*MM, "--data-dir", "{t}/symlink"], "symbolic link leading outside"),
+    ([*MM, "--data-dir", "{t}/symlink"], "leads outside the data folder"),
     ([*MM, "--nuscenes-path", "{t}/nus"], "scene.json"),
     ([*MM, "--use-sample-data", "--image-encoder", "resnet:r50"], "--image-encoder"),
     ([*MM, "--use-sample-data", "--image-encoder", "open_clip:No-Such-Model"], "No-Such-Model"),
@@ -227,7 +227,7 @@ EARLY = [
     (["detect", "train", "-d", "{t}/nosplit.yaml", "-o", "{t}/out"], "nowhere"),
     (["detect", "train", "-d", "{t}/nosplit.yaml", "-o", "{t}/out", "--run-prefix", "../x"], "--run-prefix"),
     # embed and index: links out of the folder, empty queries, missing query images
-    (["embed", "--image-dir", "{t}/pictures", "--out", "{t}/out/e.parquet"], "symbolic link leading outside"),
+    (["embed", "--image-dir", "{t}/pictures", "--out", "{t}/out/e.parquet"], "leads outside the data folder"),
     (["embed", "--image-dir", "{t}/pictures", "--out", "/proc/kitaeru/e.parquet"], "/proc"),
     (["index", "search", "--index", "{t}/afile", "--text", " "], "--text"),
     (["index", "search", "--index", "{t}/afile", "--image", "{t}/missing.png"], "--image"),
@@ -265,6 +265,8 @@ NUMBERS = [
     (["detect", "train", "-d", "{t}/data.yaml", "--image-size", "100000"], "image_size"),
     (["detect", "predict", "--model", "{t}/afile", "--source", "{t}/empty", "--image-size", "65536"], "image_size"),
     (["embed", "--image-dir", "{t}/empty", "--out", "{t}/out/e.parquet", "--image-size", "30000"], "image_size"),
+    (["lora", "generate", "--lora-scale", "inf"], "lora_scale"),
+    (["lora", "train", "--learning-rate", "inf"], "learning_rate"),
 ]
 
 
@@ -315,5 +317,15 @@ def test_nuscenes_images_outside_the_root_are_refused(how, shared_data, tmp_path
         (root / front["filename"]).unlink()
         (root / front["filename"]).symlink_to(outside)
     result = cli("multimodal", "train", "--nuscenes-path", root, "--output-dir", tmp_path / "runs" / "mm")
-    assert result.exit_code == 2 and "leading outside the data folder" in result.stderr and "scene-0061" in result.stderr, result.stderr
+    assert result.exit_code == 2 and "leads outside the data folder" in result.stderr and "scene-0061" in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("encoder", ["torchvision:no_such_net", "timm:no_such_net"])
+def test_unknown_library_architecture_is_refused_before_the_run_folder(encoder, tmp_path, cli):
+    """Checking a torchvision/timm name needs the library's list (torch is imported), but no model
+    and no run folder: the corrected re-run finds nothing in its way."""
+    out = tmp_path / "runs" / "mm"
+    result = cli("multimodal", "train", "--use-sample-data", "--image-encoder", encoder, "--output-dir", out)
+    assert result.exit_code == 2 and "--image-encoder" in result.stderr and "no_such_net" in result.stderr, result.stderr
     assert not (tmp_path / "runs").exists()

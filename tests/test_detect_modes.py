@@ -70,7 +70,7 @@ def test_presets_and_switches(cli):
     off = printed_config(cli, "-d", "d.yaml", "--no-oom-recovery", "--no-auto-scale", "--llrd", "--export", "onnx")
     assert (off["oom_recovery"], off["auto_scale"], off["llrd"], off["export"]) == (False, False, True, "onnx")
     r = cli("detect", "presets", "--json")
-    assert r.exit_code == 0 and set(json.loads(r.stdout)) == {"competition", "fast"}
+    assert r.exit_code == 0 and set(json.loads(r.stdout)) == {"competition", "fast", "cpu_quickstart"}
 
 
 def test_modes_and_aliases_have_examples(cli):

@@ -123,7 +123,8 @@ def test_batched_pixels_match_the_cpu_preprocessing_at_model_size(shared_data):
     batch = decode_batch([read_item(p, transform, 224) for p in paths], encoder, "cpu", transform)
     reference = torch.stack([load_item(p, transform, 224)["tensor"] for p in paths])
     assert batch["gpu_decoded"] == len(paths) and batch["pixels"].shape == reference.shape
-    assert float((batch["pixels"] - reference).abs().mean()) < 0.02  # in normalised units (std ≈ 0.25 of 0..1)
+    # mean |difference| in normalised units (÷ std ≈ 0.27): 0.03 is about 2/255 of the pixel range
+    assert float((batch["pixels"] - reference).abs().mean()) < 0.03
 
 
 @pytest.mark.gpu

@@ -91,3 +91,13 @@ def test_multimodal_search_in_japanese_finds_the_right_scenes(cli, scenes, tmp_p
         assert r.exit_code == 0, r.stderr
         hits = json.loads(r.stdout)
         assert [meta[h["scene_id"]][key] for h in hits] == [value] * top, (query, hits)
+
+
+def test_photos_preset_uses_the_offline_encoders(cli):
+    r = cli("multimodal", "train", "--cfg-name", "photos", "--use-sample-data", "--print-config")
+    assert r.exit_code == 0, r.stderr
+    for line in ("image_encoder: timm:tf_efficientnet_lite2", "text_encoder: text:e5-small-multilingual",
+                 "embed_dim: 512", "learning_rate: 0.001"):
+        assert line in r.stdout
+    r = cli("multimodal", "train", "--cfg-name", "photos", "--use-sample-data", "--embed-dim", "64", "--print-config")
+    assert "embed_dim: 64" in r.stdout  # flags still win over the preset

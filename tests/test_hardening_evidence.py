@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from guards import HANG_GUARD_S
 
 from kitaeru.index.embeddings_io import EmbeddingInfo, make_table, write_parquet
 from kitaeru.index.faiss_index import build_index, load_index, sidecar_paths
@@ -71,7 +72,7 @@ def test_in_place_add_killed_between_renames_leaves_a_usable_index(small_index, 
         from kitaeru.cli import run
         run(["index", "add", "--index", {str(index)!r}, "--embeddings", {more!r}])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert _consistent_size(index) == 50  # the journal was written before the first rename: rolled forward
     assert _leftovers(index.parent) == []
@@ -87,7 +88,7 @@ def test_in_place_add_killed_while_writing_keeps_the_old_index(small_index):
         from kitaeru.cli import run
         run(["index", "add", "--index", {str(index)!r}, "--embeddings", {more!r}])
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert _consistent_size(index) == 30
     assert any(name.startswith(".x.index.parquet.") for name in _leftovers(index.parent))  # the dead save's

@@ -108,7 +108,7 @@ def test_floor_plan_api(trained, tiny, tmp_path):
 
     def generate(width, height, steps, seed):
         if hold["on"]:
-            gate.wait(30)
+            gate.wait(guard())
         return real(width, height, steps, seed)
 
     router = floorplan_router(generate, tmp_path / "images", max_cells=50, max_steps=8, default_steps=2)

@@ -152,3 +152,22 @@ def test_prepared_folder_loads_with_datasets_imagefolder(shared_data, tmp_path, 
     loaded_names = {Path(im.filename).name for im in train["image"]}
     assert not loaded_names & val_names
     assert ["caption one", "caption two"] in train["text"]  # several captions: a list the script draws from
+
+
+def test_tiny_pipeline_vae_downsamples_8x_like_stable_diffusion(tiny_sd, tmp_path, cli):
+    """Latents 8x smaller than the image, as in real SD, so a 10x8 plan (800x640 px) is a 100x80 latent."""
+    from PIL import Image
+
+    from kitaeru.models.diffusion import load_pipeline
+
+    pipe = load_pipeline(str(tiny_sd), device="cpu")
+    assert pipe.vae_scale_factor == 8
+    import torch
+
+    with torch.no_grad():
+        latent = pipe.vae.encode(torch.zeros(1, 3, 640, 800)).latent_dist.mean
+    assert tuple(latent.shape) == (1, 4, 80, 100)
+    out = cli("lora", "generate", "--width", "10", "--height", "8", "--steps", "1", "--pretrained-model", tiny_sd,
+              "--out", tmp_path / "plan.png", "--device", "cpu")
+    assert out.exit_code == 0, out.stderr
+    assert Image.open(tmp_path / "plan.png").size == (800, 640)

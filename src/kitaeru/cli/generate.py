@@ -267,6 +267,10 @@ def presets_command(recipe: Recipe) -> click.Command:
         if as_json:
             click.echo(json.dumps(dict(rows), ensure_ascii=False, indent=2))
             return
+        if not rows:  # a table with no rows says nothing; this says what to do instead
+            click.echo(f"{recipe.name}: no presets are shipped; every setting is an option "
+                       f"(kitaeru {recipe.name} --help) or a --config FILE of your own")
+            return
         from kitaeru.core.console import print_table
 
         print_table(f"{recipe.name} presets (use with --cfg-name NAME)", ["name", "command"], rows)

@@ -83,10 +83,10 @@ def detection(
     Example: kitaeru sample detection --out data/shapes
     """
     from kitaeru.core.console import info
-    from kitaeru.data.sample_detection import CLASSES, write_sample_detection
+    from kitaeru.recipes.detect import write_sample_detection
 
     data_yaml = write_sample_detection(out, train=train, val=val, image_size=image_size, seed=seed)
-    info(f"wrote {train} training and {val} validation images of {', '.join(CLASSES)} to {out}; "
+    info(f"wrote {train} training and {val} validation images of circles, squares and triangles to {out}; "
          f"train with: kitaeru detect train -d {data_yaml}")
     typer.echo(str(data_yaml))
 

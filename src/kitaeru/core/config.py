@@ -37,7 +37,6 @@ def _one_folder_name(value: str | None) -> str | None:
 
 # Shared field types: the bounds live here once, recipes only name them.
 Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
-ImageSize = Annotated[int, Field(ge=32, le=MAX_IMAGE_SIZE)]
 RunName = Annotated[str, AfterValidator(_one_folder_name)]
 
 

@@ -159,6 +159,11 @@ class MlflowBackend(Backend):
                 from .console import warn
 
                 warn(f"--report-to mlflow: run {previous_id} no longer exists on {self.uri}; starting a new one")
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        if client.get_experiment_by_name(experiment) is None:  # made here: Lightning would log a warning
+            client.create_experiment(experiment)
         return cls(experiment_name=experiment, run_name=run_name, tracking_uri=self.uri, tags=tags)
 
     @property
@@ -224,9 +229,11 @@ class WandbBackend(Backend):
         # console="off": W&B would otherwise wrap stdout, which carries kitaeru's --json result.
         settings = wandb.Settings(console="off", quiet=True, init_timeout=60, x_disable_stats=True)
         try:
-            self.logger = WandbLogger(name=run_name, save_dir=str(run_dir), project=experiment, id=previous_id,
-                                      tags=[f"{k}:{v}"[:64] for k, v in tags.items()], settings=settings)
-            run = self.logger.experiment  # wandb.init (resume="allow": the same id continues)
+            # wandb.init called here with exactly these arguments (Lightning's own call adds ones W&B
+            # now warns about); the logger then logs into this run.
+            run = wandb.init(name=run_name, dir=str(run_dir), project=experiment, id=previous_id, resume="allow",
+                             tags=[f"{k}:{v}"[:64] for k, v in tags.items()], settings=settings)
+            self.logger = WandbLogger(experiment=run)
         except Exception as exc:  # noqa: BLE001 - whatever wandb raises, the user gets one line
             raise ConfigError(f"--report-to wandb: cannot start a W&B run ({describe(exc)})") from None
         self.run = run

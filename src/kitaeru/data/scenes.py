@@ -111,7 +111,7 @@ def check_inside(root: str, path: str, what: str) -> None:
     inside = Path(root).resolve()
     real = Path(path).resolve()
     if real != inside and inside not in real.parents:
-        raise DataError(f"{what}: {path} is a symbolic link leading outside the data folder (to {real})")
+        raise DataError(f"{what}: {path} leads outside the data folder (to {real}; '..' or a symbolic link)")
 
 
 def _join(root: str, relative: str) -> str:

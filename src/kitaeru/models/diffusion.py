@@ -75,7 +75,7 @@ def resolve_adapter(path: str | os.PathLike, flag: str = "--lora") -> AdapterFil
         raise DataError(f"{flag} {path}: not found")
     lora_model = path / "lora_model" if (path / "lora_model").is_dir() else path
     candidates = [path]
-    if path.name.startswith(CHECKPOINT_PREFIX) is False:
+    if not path.name.startswith(CHECKPOINT_PREFIX):
         candidates.append(lora_model / "final")
         ckpts = sorted((p for p in lora_model.glob(f"{CHECKPOINT_PREFIX}*")
                         if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()),
@@ -235,9 +235,20 @@ def load_adapter(pipe: Any, adapter: AdapterFiles, adapter_name: str = "default"
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(adapter.weights), framework="pt") as fh:
-        metadata = fh.metadata() or {}
-    if adapter.layout == "diffusers" and LORA_METADATA_KEY in metadata:
+    try:
+        with safe_open(str(adapter.weights), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except Exception as exc:  # safetensors' own SafetensorError on a damaged file
+        raise ValueError(f"{adapter.weights.name} is not a readable safetensors file ({exc})") from None
+    recorded = None
+    if LORA_METADATA_KEY not in metadata:
+        try:
+            recorded = adapter_lora_config(adapter)
+        except DataError:
+            if adapter.layout == "peft":
+                raise
+    # the file's own metadata, or a diffusers LoRA from elsewhere: diffusers reads it as it would anywhere
+    if adapter.layout == "diffusers" and recorded is None:
         from diffusers.utils import logging as diffusers_logging
 
         level = diffusers_logging.get_verbosity()
@@ -254,8 +265,7 @@ def load_adapter(pipe: Any, adapter: AdapterFiles, adapter_name: str = "default"
         state = {k.removeprefix("base_model.model."): v for k, v in state.items()}
     if not state:
         raise ValueError(f"{adapter.weights.name} holds no UNet LoRA weights")
-    pipe.unet.load_lora_adapter(state, prefix=None, metadata=adapter_lora_config(adapter), adapter_name=adapter_name,
-                                _pipeline=pipe)
+    pipe.unet.load_lora_adapter(state, prefix=None, metadata=recorded, adapter_name=adapter_name, _pipeline=pipe)
 
 
 def invert_if_dark(image, threshold: float = 127.0):

@@ -84,7 +84,7 @@ class _E5Model:
 
 def load_packaged_text_model(key: str):
     """The packaged encoder ``key`` (see PACKAGED_TEXT_ENCODERS), or a one-line install hint."""
-    module, package = PACKAGED_TEXT_ENCODERS[key]
+    package = PACKAGED_TEXT_ENCODERS[key][1]
     try:
         return _UseModel() if key == "use-multilingual" else _E5Model()
     except ImportError as exc:

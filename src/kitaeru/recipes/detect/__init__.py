@@ -99,6 +99,14 @@ def _check_export(config: ExportConfig) -> None:
     check_export(config)
 
 
+def write_sample_detection(out: str, *, train: int = 160, val: int = 40, image_size: int = 160, seed: int = 0):
+    """The built-in detection sample (drawn shapes in YOLO layout) written to a folder; returns its
+    data.yaml (``kitaeru sample detection``)."""
+    from kitaeru.data.sample_detection import write_sample_detection as write
+
+    return write(out, train=train, val=val, image_size=image_size, seed=seed)
+
+
 def _summary(module: str):
     def show(result: dict[str, Any]) -> None:
         import importlib
@@ -120,7 +128,7 @@ RECIPE = Recipe(
             help="Fine-tune YOLOv8 on a YOLO data.yaml. KEY=VALUE arguments that are not settings go to "
                  "Ultralytics as training arguments (lr0=0.01 cos_lr=true).",
             examples=[
-                "kitaeru sample detection --out data/shapes && kitaeru detect train -d data/shapes/data.yaml --cfg-name cpu_quickstart",
+                "kitaeru detect train -d data/shapes/data.yaml --cfg-name cpu_quickstart   # data: kitaeru sample detection --out data/shapes",
                 "kitaeru detect train data=data/shapes/data.yaml epochs=3 imgsz=320",
                 "kitaeru detect train -d data.yaml --cfg-name competition --llrd --export onnx",
                 "kitaeru detect train --resume models/finetuned/train",

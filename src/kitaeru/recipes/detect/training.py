@@ -102,7 +102,13 @@ def ultralytics_arguments(config: TrainConfig) -> dict[str, Any]:
         raise ConfigError(f"{', '.join(managed)}=...: set by kitaeru (use --data-dir, --model, --output-dir or --resume)")
     unknown = sorted(k for k in extra if k not in DEFAULT_CFG_DICT)
     if unknown:
-        raise ConfigError(f"unknown Ultralytics argument(s): {', '.join(unknown)} (see Ultralytics' training settings)")
+        import difflib
+
+        # a typo such as epoch=3 reaches here (any key that is not a setting goes to Ultralytics)
+        known = sorted({*DEFAULT_CFG_DICT, *TrainConfig.model_fields})
+        close = sorted({m for k in unknown for m in difflib.get_close_matches(k, known, n=2, cutoff=0.75)})
+        hint = f"; did you mean {' or '.join(close)}?" if close else " (see Ultralytics' training settings)"
+        raise ConfigError(f"unknown Ultralytics argument(s): {', '.join(unknown)}{hint}")
     args = config.train.model_dump(exclude=set(PLAN_KEYS))
     args.update({k: v for k, v in extra.items() if k not in PLAN_KEYS})
     try:
@@ -259,11 +265,21 @@ def print_summary(result: Mapping[str, Any]) -> None:
         ("training time (min)", result.get("training_time_minutes")),
         ("OOM recoveries", len(result.get("oom_recoveries") or [])),
         ("skipped inputs", (result.get("skipped_inputs") or {}).get("count", 0)),
-        ("tensorboard", result.get("tensorboard_url") or "off"),
+        # the run's TensorBoard server stopped with the run: how to look at the curves now
+        ("tensorboard", _tensorboard_now(result)),
     ]
     if result.get("export"):
         rows.append(("onnx max |diff|", result["export"]["max_abs_diff"]))
     print_table("detect train", ["field", "value"], rows)
+
+
+def _tensorboard_now(result: Mapping[str, Any]) -> str:
+    import shlex
+
+    logdir = (result.get("tensorboard") or {}).get("logdir")
+    if not logdir or not result.get("run_dir"):
+        return "off"
+    return f"tensorboard --logdir {shlex.quote(str(Path(result['run_dir']) / logdir))}"
 
 
 # ---- resume ------------------------------------------------------------------------------------

@@ -127,11 +127,11 @@ def decode_batch(items: list[dict[str, Any]], encoder: Any, device: str,
 
     jpegs = [it for it in items if "jpeg" in it]
     decoded = _decode_jpegs(jpegs, device) if jpegs else []
-    by_path = {id(it): img for it, img in zip(jpegs, decoded)}
+    decoded_by_item = {id(it): img for it, img in zip(jpegs, decoded)}
     fallbacks = 0
     resolved: list[dict[str, Any]] = []
     for it in items:
-        if "jpeg" in it and by_path[id(it)] is None:
+        if "jpeg" in it and decoded_by_item[id(it)] is None:
             fallbacks += 1
             it = decode_item(it["path"], it["jpeg"].numpy().tobytes(), transform, encoder.image_size)
         resolved.append(it)
@@ -142,7 +142,7 @@ def decode_batch(items: list[dict[str, Any]], encoder: Any, device: str,
         pixels = torch.empty(len(good), 3, encoder.image_size, encoder.image_size, device=device)
         gpu_rows = [i for i, it in enumerate(good) if "jpeg" in it]
         if gpu_rows:
-            pixels[gpu_rows] = to_model_batch([by_path[id(good[i])] for i in gpu_rows], encoder.image_size,
+            pixels[gpu_rows] = to_model_batch([decoded_by_item[id(good[i])] for i in gpu_rows], encoder.image_size,
                                               mean=encoder.mean, std=encoder.std, resize=encoder.resize,
                                               interpolation="bicubic")
         cpu_rows = [i for i, it in enumerate(good) if "tensor" in it]

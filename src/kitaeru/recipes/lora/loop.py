@@ -121,9 +121,11 @@ class LoraTrainer:
         has several (no draw otherwise, so single-caption runs keep their random stream)."""
         import torch
 
-        counts = [len(self.items[i].captions) for i in indices]
-        if max(len(it.captions) for it in self.items) == 1:
+        if getattr(self, "_most_captions", None) is None:  # once per trainer, not per step
+            self._most_captions = max(len(it.captions) for it in self.items)
+        if self._most_captions == 1:
             return [0] * len(indices)
+        counts = [len(self.items[i].captions) for i in indices]
         return [int(k) for k in (torch.rand(len(indices), generator=g) * torch.tensor(counts)).long().tolist()]
 
     def _latents(self, indices: list[int], resolution: int, g):

@@ -59,14 +59,35 @@ def check_image_encoder_name(name: str, flag: str = "--image-encoder") -> None:
         raise ConfigError(f"{flag} {name}: unknown OpenCLIP model '{arch.split('/', 1)[0]}'")
 
 
-def check_inputs(config: MultimodalConfig) -> None:
-    """Every check of a training run's inputs that needs no model, before the run folder opens and
-    before torch is imported: the encoder names, and the whole scene source (metadata structure,
-    paths that leave the folder, duplicate ids, unreadable nuScenes tables)."""
-    check_image_encoder_name(config.image_encoder)
-    if config.use_sample_data or config.skip_training or not (config.data_dir or config.nuscenes_path):
+def check_image_encoder_listed(name: str, flag: str = "--image-encoder") -> None:
+    """A torchvision or timm architecture is in its library's list (importing the library, which
+    imports torch, but building no model): the last check before the run folder opens."""
+    family, _, arch = name.strip().partition(":")
+    family = family.replace("-", "_").lower()
+    if family == "torchvision":
+        import torchvision
+
+        known = arch in torchvision.models.list_models()
+    elif family == "timm":
+        import timm
+
+        known = bool(timm.list_models(arch)) or timm.is_model(arch)
+    else:
         return
-    _checked[:] = [(_source_key(config), _read_source(config))]
+    if not known:
+        raise ConfigError(f"{flag} {name}: unknown {family} model '{arch}'")
+
+
+def check_inputs(config: MultimodalConfig) -> None:
+    """Every check of a training run's inputs that needs no model, before the run folder opens:
+    first what needs no library (the encoder names' form, the whole scene source: metadata structure,
+    paths that leave the folder, duplicate ids, unreadable nuScenes tables), then the architecture
+    names against torchvision's / timm's lists."""
+    check_image_encoder_name(config.image_encoder)
+    if not (config.use_sample_data or config.skip_training or not (config.data_dir or config.nuscenes_path)):
+        _checked[:] = [(_source_key(config), _read_source(config))]
+    if not config.skip_training:
+        check_image_encoder_listed(config.image_encoder)
 
 
 def load_scenes(config: MultimodalConfig, output_dir: Path) -> SceneSet:
