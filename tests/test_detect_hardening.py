@@ -80,8 +80,7 @@ def test_a_checkpoint_that_runs_code_is_refused_everywhere(evil, coco8, tmp_path
 
 
 def test_kitaerus_and_the_shipped_checkpoints_load_as_data():
-    from kitaeru.recipes.detect.model_source import ALLOW_NAMES, load_weights
-    from kitaeru.recipes.detect.prediction import trained_image_size
+    from kitaeru.recipes.detect.model_source import ALLOW_NAMES, load_weights, trained_image_size
 
     ckpt = load_weights(fall_detection_weights())
     assert ckpt["model"] is not None or ckpt["ema"] is not None

@@ -253,7 +253,7 @@ def test_backbone_weights_from_a_local_file(tmp_path):
 
 def test_seed_network_exports_with_the_seed_onnx_section(tmp_path):
     from kitaeru.export.onnx import export_onnx, graph_signature
-    from kitaeru.recipes.docclass.module import create_network
+    from kitaeru.recipes.docclass.net import create_network
 
     config = validate_preset(DocclassConfig, RECIPE, "lcnet050_cosface_96")
     net = create_network(config, pretrained="none")

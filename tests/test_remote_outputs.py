@@ -10,7 +10,8 @@ import pytest
 from guards import kitaeru_with_import_probe
 
 from kitaeru.core.errors import KitaeruError
-from kitaeru.core.storage import check_output_path, check_remote_output, upload_run_dir
+from kitaeru.core.remote import check_remote_output, upload_run_dir
+from kitaeru.core.storage import check_output_path
 
 # No credentials anywhere botocore looks (environment, files, the instance metadata service).
 NO_AWS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,

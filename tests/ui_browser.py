@@ -93,11 +93,13 @@ class Dashboard:
 
     def type_into(self, label: str, text: str) -> None:
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support import expected_conditions as EC
 
         box = self.wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'input[aria-label="{label}"]')))
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
-        box.clear()
+        box.send_keys(Keys.CONTROL, "a")  # clear() does not reach React's state
+        box.send_keys(Keys.DELETE)
         box.send_keys(text)
 
     def choose(self, label: str, option: str) -> None:
@@ -109,9 +111,9 @@ class Dashboard:
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
         box.click()
         box.send_keys(option)
-        self.find(f"//li[@role='option'][contains(normalize-space(.), {_xpath_literal(option)})]").click()
+        self.find(f"//*[@role='option'][contains(normalize-space(.), {_xpath_literal(option)})]")
+        box.send_keys(Keys.ENTER)  # the first option matching the typed text
         time.sleep(0.5)
-        box.send_keys(Keys.ESCAPE)
 
     # ---- plotly ----------------------------------------------------------------------------------
     def chart(self):

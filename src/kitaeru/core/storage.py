@@ -145,11 +145,17 @@ def output_dir(path: str | os.PathLike, *, keep_local: str | os.PathLike | None 
         local = Path(keep_local)
         ensure_writable_dir(local)
         yield local
-        upload_run_dir(local, str(path), setting="output")
+        _upload(local, str(path))
         return
     with tempfile.TemporaryDirectory(prefix="kitaeru-out-") as tmp:
         yield Path(tmp)
-        upload_run_dir(tmp, str(path), setting="output")
+        _upload(tmp, str(path))
+
+
+def _upload(local: str | os.PathLike, url: str) -> None:
+    from .remote import upload_run_dir
+
+    upload_run_dir(local, url, setting="output")
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -329,7 +335,7 @@ def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str
     """Refuse, before any work, an output that cannot be written: its parent is a file, a folder on
     the way is not writable (or on a read-only file system), it lies under /proc or /sys, a file is
     named where a folder is (or the reverse), or it exists when it must not. One line naming
-    ``setting`` (the flag) and the path. A URL is checked by :func:`check_remote_output`.
+    ``setting`` (the flag) and the path. A URL is checked by :func:`kitaeru.core.remote.check_remote_output`.
 
     Writability is tried, not asked: a probe file is created in the nearest existing folder and
     removed again, because ``os.access`` says yes to root whatever the permissions and file system.
@@ -337,6 +343,8 @@ def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str
     if path is None or str(path) == "":
         return
     if is_remote(path):
+        from .remote import check_remote_output
+
         check_remote_output(str(path), setting=setting, kind=kind)
         return
     target = Path(_strip_file_scheme(path))
@@ -360,50 +368,6 @@ def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str
     if not ancestor.is_dir():
         raise KitaeruError(f"{label}: {ancestor} is a file, not a folder")
     _probe_writable(ancestor, label)
-
-
-def check_remote_output(url: str, *, setting: str, kind: str = "dir") -> None:
-    """Refuse, before any work, a remote output (``s3://``, ``gs://`` ...) that cannot be written:
-    no driver, no credentials, no such bucket, no permission, no network. Tried, not guessed: a
-    probe object is written where the output will go (inside a folder URL, beside a file URL) and
-    removed again, which is what the upload at the end will need. One line naming ``setting``."""
-    import uuid
-
-    try:
-        fs, path = filesystem(url)
-    except KitaeruError as exc:  # no driver for the protocol: the same one line, naming the flag
-        raise KitaeruError(f"{setting} {exc}") from None
-    folder = path.rstrip("/") if kind == "dir" else (path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else "")
-    probe = f"{folder}/.kitaeru-probe-{uuid.uuid4().hex[:12]}" if folder else f".kitaeru-probe-{uuid.uuid4().hex[:12]}"
-    try:
-        fs.touch(probe)
-        fs.rm(probe)
-    except Exception as exc:  # noqa: BLE001 - every back-end raises its own errors; each is a refusal here
-        raise KitaeruError(f"{setting} {url}: cannot write there ({_one_line(exc)})") from None
-
-
-def upload_run_dir(local_dir: str | os.PathLike, url: str, *, setting: str) -> None:
-    """:func:`upload_dir` for a finished run folder: if the upload fails, the run's
-    ``training_result.json`` says ``failed`` with the reason (never ``completed``), and the error is
-    one line naming ``setting``."""
-    try:
-        upload_dir(local_dir, url)
-    except Exception as exc:  # noqa: BLE001 - any back-end error means the outputs did not arrive
-        message = f"{setting} {url}: upload failed ({_one_line(exc)})"
-        result_file = Path(local_dir) / "training_result.json"
-        try:
-            record = read_json(result_file) if result_file.is_file() else None
-        except DataError:
-            record = None
-        if isinstance(record, dict):
-            record.update(status="failed", error=message, upload={"to": url, "done": False})
-            atomic_write_json(result_file, record)
-        raise KitaeruError(message) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _probe_writable(folder: Path, label: str) -> None:

@@ -118,6 +118,20 @@ def load_weights(path: str | Path, *, trust: bool = False, what: str = "--model 
     return load_model_checkpoint(path, trust=trust, allow_modules=ALLOW_MODULES, allow_names=ALLOW_NAMES, what=what)
 
 
+def trained_image_size(weights: str | Path, *, trust: bool = False) -> int | None:
+    """The image size a ``.pt`` checkpoint was trained at (its ``train_args``), if recorded.
+
+    The file is loaded as data (:func:`load_weights`): one that names code outside the Ultralytics
+    model classes is refused in one line naming ``--trust-checkpoint``.
+    """
+    ckpt = load_weights(weights, trust=trust)
+    args = (ckpt.get("train_args") or {}) if isinstance(ckpt, dict) else {}
+    imgsz = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
+    if isinstance(imgsz, (list, tuple)):
+        imgsz = max(imgsz)
+    return int(imgsz) if imgsz else None
+
+
 _CHECKED: dict[tuple[str, int, int], bool] = {}
 
 

@@ -134,8 +134,7 @@ def parity_image(config) -> Path:
 
 def export_model(config) -> dict[str, Any]:
     """``kitaeru detect export``: export ``--model`` and check it against PyTorch (see module doc)."""
-    from .model_source import check_weights
-    from .prediction import trained_image_size
+    from .model_source import check_weights, trained_image_size
     from .ultralytics_env import prepare_ultralytics
 
     check_export(config)

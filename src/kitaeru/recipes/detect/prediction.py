@@ -61,25 +61,9 @@ def check_onnx_model(path: Path) -> None:
         raise DataError(f"--model {path}: not a loadable ONNX model ({reason})") from exc
 
 
-def trained_image_size(weights: str | Path, *, trust: bool = False) -> int | None:
-    """The image size a ``.pt`` checkpoint was trained at (its ``train_args``), if recorded.
-
-    The file is loaded as data (:func:`.model_source.load_weights`): one that names code outside
-    the Ultralytics model classes is refused in one line naming ``--trust-checkpoint``.
-    """
-    from .model_source import load_weights
-
-    ckpt = load_weights(weights, trust=trust)
-    args = (ckpt.get("train_args") or {}) if isinstance(ckpt, dict) else {}
-    imgsz = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
-    if isinstance(imgsz, (list, tuple)):
-        imgsz = max(imgsz)
-    return int(imgsz) if imgsz else None
-
-
 def predict_images(config: PredictConfig) -> dict[str, Any]:
     """Run the model over ``config.source``; write annotated images and YOLO txt labels (see module doc)."""
-    from .model_source import check_weight_arguments, check_weights, expand_cfg_argument
+    from .model_source import check_weight_arguments, check_weights, expand_cfg_argument, trained_image_size
     from .ultralytics_env import guarded, prepare_ultralytics
     from .validate import resolve_detect_device, ultralytics_device_arg
 

@@ -73,7 +73,7 @@ def check_compatible(checkpoint: DocclassCheckpoint, config: DocclassConfig) -> 
 
 def load_network(checkpoint: DocclassCheckpoint):
     """The trained :class:`~kitaeru.recipes.docclass.net.DocClassNet` (eval mode, CPU)."""
-    from .module import create_network
+    from .net import create_network
 
     # The weights come from the checkpoint: never fetch pretrained ones for this.
     net = create_network(checkpoint.config, pretrained="none")

@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from kitaeru.recipes.docclass.net import DocClassNet, create_docclass_net
+from kitaeru.recipes.docclass.net import DocClassNet, create_network
 
 from .checkpoint import CHECKPOINT_KEY
 from .config import DocclassConfig, LossSection
@@ -30,13 +30,6 @@ def create_margin_loss(loss: LossSection, num_classes: int, embedding_dim: int) 
     if loss.name == "cosface":
         return losses.CosFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=loss.margin, scale=loss.scale)
     return losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=loss.margin, scale=loss.scale)
-
-
-def create_network(config: DocclassConfig, *, pretrained: str | None = None) -> DocClassNet:
-    m = config.model
-    return create_docclass_net(
-        m.backbone, pretrained=m.pretrained if pretrained is None else pretrained, relu=m.relu, embedding_dim=m.embedding_dim
-    )
 
 
 def warmup_poly_factor(step: int, warmup_steps: int, total_steps: int, power: float) -> float:

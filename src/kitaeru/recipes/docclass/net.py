@@ -8,12 +8,16 @@ Margin-loss class weights are not part of it; they live in the training module o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from kitaeru.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import DocclassConfig
 
 _HARDSWISH_NAMES = ("Hardswish", "HardSwish", "HardSwishMe")
 
@@ -119,3 +123,11 @@ class DocClassNet(nn.Module):
 def create_docclass_net(backbone: str, *, pretrained: str = "default", relu: bool = True, embedding_dim: int = 128) -> DocClassNet:
     """The guide's network (``lcnet_050``: 256 channels → 128-d features) from config values."""
     return DocClassNet(create_backbone(backbone, pretrained, relu=relu), embedding_dim)
+
+
+def create_network(config: "DocclassConfig", *, pretrained: str | None = None) -> DocClassNet:
+    """The network a docclass config describes (``pretrained`` overrides the config's weights)."""
+    m = config.model
+    return create_docclass_net(
+        m.backbone, pretrained=m.pretrained if pretrained is None else pretrained, relu=m.relu, embedding_dim=m.embedding_dim
+    )

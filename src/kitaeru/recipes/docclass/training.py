@@ -172,7 +172,8 @@ def run_training(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[
     """
     import lightning as L
 
-    from .module import DocClassModule, create_network
+    from .module import DocClassModule
+    from .net import create_network
 
     from kitaeru.core.distributed import is_rank_zero, place, run_folder, share_run_dir, shared_run_dir
 

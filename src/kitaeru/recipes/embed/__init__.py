@@ -100,9 +100,13 @@ def embed(config: EmbedConfig) -> dict[str, Any]:
     Ctrl-C keeps every finished vector (see :mod:`.output`) and ends with the command that resumes."""
     from kitaeru.core.errors import RunInterrupted
     from kitaeru.core.storage import is_remote
-    from kitaeru.recipes.embed.pipeline import run_embed
-
     try:
+        if config.engine == "spark":
+            from kitaeru.recipes.embed.spark import run_spark
+
+            return run_spark(config)
+        from kitaeru.recipes.embed.pipeline import run_embed
+
         return run_embed(config)
     except KeyboardInterrupt:
         if config.text_mode or is_remote(config.out):

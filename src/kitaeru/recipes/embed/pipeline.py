@@ -184,17 +184,14 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 # ---- the whole job ---------------------------------------------------------------------------
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
-    """Run one embedding job and return its summary (also written beside the output)."""
+    """Run one embedding job on this machine (one process, or this rank's share) and return its
+    summary (also written beside the output); ``--engine spark`` goes to :mod:`.spark` instead."""
     from kitaeru.core.distributed import place
 
-    if cfg.engine == "spark":
-        from kitaeru.recipes.embed.spark import run_spark
-
-        return run_spark(cfg)
     if place().world_size > 1:
         return run_rank(cfg)
     if not is_remote(cfg.out):
-        return _run_local(cfg, cfg.out)
+        return run_local(cfg, cfg.out)
     if cfg.resume:
         raise ConfigError("--resume needs a local --out (a remote output is only uploaded once complete)")
     from kitaeru.core.storage import filesystem
@@ -203,7 +200,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     name = remote.rstrip("/").rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(prefix="kitaeru-embed-") as tmp:
         local_out = str(Path(tmp) / name)
-        summary = _run_local(cfg, local_out)
+        summary = run_local(cfg, local_out)
         remote_parent = remote.rstrip("/").rsplit("/", 1)[0] if "/" in remote.rstrip("/") else ""
         url_parent = cfg.out.rstrip("/").rsplit("/", 1)[0]
         uploaded = []
@@ -251,7 +248,7 @@ def run_rank(cfg: EmbedConfig) -> dict[str, Any]:
     here = place()
     check_parts_output(cfg, "torchrun")
     stdout_to_stderr_off_rank_zero()  # stdout holds rank 0's combined result only
-    summary = _run_local(cfg, cfg.out, part=(here.rank, here.world_size))
+    summary = run_local(cfg, cfg.out, part=(here.rank, here.world_size))
     if _wait_for_every_rank() and here.is_zero:
         return combine_summaries(cfg, cfg.out)
     return summary
@@ -307,7 +304,7 @@ def combine_summaries(cfg: EmbedConfig, out: str) -> dict[str, Any]:
     return first
 
 
-def _run_local(cfg: EmbedConfig, out: str, *, part: tuple[int, int] | None = None,
+def run_local(cfg: EmbedConfig, out: str, *, part: tuple[int, int] | None = None,
                prefix: str | None = None, inputs: list[str] | None = None) -> dict[str, Any]:
     """Embed into ``out``; ``part=(rank, world)``: only that rank's share, into its own parts;
     ``prefix`` + ``inputs``: a Spark task's given inputs into ``part-<prefix>NNNNN.parquet``."""

@@ -45,7 +45,7 @@ def embed_partition(settings: dict[str, Any], out: str, index: int, paths: list[
     """One Spark task: the one-process pipeline on ``paths``, into this task's own parts of ``out``."""
     import torch
 
-    from kitaeru.recipes.embed.pipeline import _run_local
+    from kitaeru.recipes.embed.pipeline import run_local
 
     try:
         from pyspark import TaskContext
@@ -57,7 +57,7 @@ def embed_partition(settings: dict[str, Any], out: str, index: int, paths: list[
     torch.set_num_threads(max(1, threads))
     # Spark runs the tasks in parallel; each decodes in its own process
     cfg = EmbedConfig.model_validate({**settings, "workers": 0, "engine": "local"})
-    return _run_local(cfg, out, prefix=f"task{index:05d}-", inputs=paths)
+    return run_local(cfg, out, prefix=f"task{index:05d}-", inputs=paths)
 
 
 def run_spark(cfg: EmbedConfig) -> dict[str, Any]:

@@ -90,15 +90,15 @@ def prepare_train_config(config: TrainConfig) -> TrainConfig:
 
         check_output_path(out, setting="--output-dir", kind="dir")
         refuse_used_run_dir(out, exist_ok=config.exist_ok)
-    from .data import check_inputs
-
-    check_inputs(config)  # the data and encoder names, before the run folder opens and before torch
     if is_rank_zero() and not config.skip_training:  # remote destinations: credentials and bucket, tried before any work
-        from kitaeru.core.storage import check_remote_output
+        from kitaeru.core.remote import check_remote_output
 
         for url, flag in ((out, "--output-dir"), (config.s3_output, "--s3-output")):
             if url and is_remote(url):
                 check_remote_output(url, setting=flag)
+    from .data import check_inputs
+
+    check_inputs(config)  # the data, then the encoder names: all before the run folder opens
     return config
 
 
@@ -119,7 +119,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     check_local_folder(config.data_dir, "--data-dir")
     from kitaeru.core.device import resolve_device
 
-    from .export import evaluate_output
+    from .inference import evaluate_output
 
     return evaluate_output(config.output_dir, config.data_dir, device=resolve_device(config.device).device,
                            limit=config.limit, mcap_topics=tuple(config.mcap_topics), workers=config.workers)
@@ -143,7 +143,7 @@ def search(config: SearchConfig) -> list[dict[str, Any]]:
         raise DataError(f"{config.image}: image not found (--image)")
     from kitaeru.core.device import resolve_device
 
-    from .export import search_output
+    from .inference import search_output
 
     return search_output(config.output_dir, text=config.text, image=config.image, top_k=config.top_k,
                          device=resolve_device(config.device).device)

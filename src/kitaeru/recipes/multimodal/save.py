@@ -68,6 +68,12 @@ def scene_embeddings(model: SceneSearchModel, feats: SceneFeatures) -> tuple[np.
     return l2_normalize(per_scene), scene.numpy().astype(np.float32)
 
 
+def data_source_label(source: str) -> str:
+    """How a run records where its scenes came from: an absolute local path (readable from any
+    working directory, e.g. by the dashboard) or the remote URL as given."""
+    return source if is_remote(source) else str(Path(source).resolve())
+
+
 def export_vector_db(
     model: SceneSearchModel,
     feats: SceneFeatures,

@@ -27,14 +27,14 @@ from kitaeru.core.lightning import (
 from kitaeru.core.run import RunFolder, holds_run
 from kitaeru.core.seed import seed_everything
 from kitaeru.core.storage import output_dir as output_folder
-from kitaeru.core.storage import upload_run_dir
+from kitaeru.core.remote import upload_run_dir
 from kitaeru.core.tracking import attach_reporter
 
 from .config import MultimodalConfig
 from .data import load_scenes, split_indices
 from .features import CACHE_DIR, EncoderSpec, FrozenEncoders, SceneFeatures, SeriesSpec, extract_features
 from .model import METRIC_KEYS, FeatureTensors, SceneSearchModel, recall_by_direction
-from .save import export_vector_db, save_weights
+from .save import data_source_label, export_vector_db, save_weights
 
 LAST_CKPT = "last.ckpt"
 BEST_CKPT = "best.ckpt"
@@ -91,7 +91,7 @@ def train_scene_search(config: MultimodalConfig) -> dict[str, Any]:
     """
     device = resolve_device(config.device)
     if config.skip_training:
-        from .export import export_trained
+        from .inference import export_trained
 
         return export_trained(config, device)
     with output_folder(config.output_dir) as out:
@@ -188,13 +188,13 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     model = model.cpu()
     after = model.recall(val_feats)
     files = save_weights(model, out, spec, feats, config.timeseries_steps)
-    files.update(export_vector_db(model, feats, scene_set.scenes, out, data_dir=_data_label(config, scene_set.source),
+    files.update(export_vector_db(model, feats, scene_set.scenes, out, data_dir=data_source_label(scene_set.source),
                                   encoders={"text": spec.text_encoder, "image": spec.image_encoder}))
     if after.get("recall_mean", 0.0) <= before.get("recall_mean", 0.0):
         warn("validation recall did not improve over the untrained start (more data or epochs, or a higher --learning-rate, may help)")
     return {
         "features_key": feats.key,
-        "data": {"source": _data_label(config, scene_set.source), "scenes": len(feats), "train_scenes": len(train_rows),
+        "data": {"source": data_source_label(scene_set.source), "scenes": len(feats), "train_scenes": len(train_rows),
                  "val_scenes": len(val_rows), "captions": int(len(feats.text)),
                  "timeseries": bool(config.include_timeseries)},
         "features": {"cache_file": str(out / CACHE_DIR / f"features_{feats.key}.npz"), "from_cache": feats.from_cache,
@@ -222,12 +222,6 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
 
 def last_ckpt_path(out: Path) -> Path:
     return out / "weights" / LAST_CKPT
-
-
-def _data_label(config: MultimodalConfig, source: str) -> str:
-    from kitaeru.core.storage import is_remote
-
-    return source if is_remote(source) else str(Path(source).resolve())
 
 
 def _fit(config, out: Path, run: RunFolder, model: SceneSearchModel, train_feats: FeatureTensors,

@@ -71,8 +71,7 @@ def export_trained(config: MultimodalConfig, device: DeviceInfo) -> dict[str, An
     from kitaeru.core.run import RunFolder
 
     from .data import load_scenes
-    from .save import export_vector_db
-    from .training import _data_label
+    from .save import data_source_label, export_vector_db
 
     out = Path(str(config.output_dir))
     info_ = require_trained(out, "--skip-training")
@@ -86,7 +85,7 @@ def export_trained(config: MultimodalConfig, device: DeviceInfo) -> dict[str, An
                           workers=config.workers, batch_size=config.encode_batch_size)
     model = load_trained_model(out, info_)
     metrics = model.recall(_all_scenes(feats))
-    files = export_vector_db(model, feats, scene_set.scenes, out, data_dir=_data_label(config, scene_set.source),
+    files = export_vector_db(model, feats, scene_set.scenes, out, data_dir=data_source_label(scene_set.source),
                              encoders={"text": info_["text_encoder"], "image": info_["image_encoder"]})
     run = RunFolder(out)
     run.record_skipped(scene_set.skipped + feats.skipped)
