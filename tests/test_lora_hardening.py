@@ -111,3 +111,12 @@ def test_prepare_on_a_full_disk_names_the_file_and_leaves_no_tmp(shared_data, tm
     result = cli("lora", "prepare", "-i", raw, "-o", out)
     _one_line(result, name, "no space left on device")
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_run_name_never_leaves_the_output_folder(tmp_path, cli):
+    for name in ("../outside", "a/b", "/abs"):
+        r = cli("lora", "train", "--pretrained-model", tmp_path / "base", "--data-dir", tmp_path / "data",
+                "--output-dir", tmp_path / "runs", "--name", name)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.exit_code == 2 and len(lines) == 1 and "name" in lines[0] and "folder" in lines[0], (name, r.stderr)
+    assert not (tmp_path / "outside").exists() and not (tmp_path / "runs").exists()

@@ -1,15 +1,15 @@
 """The search API over an embed/index pair, through a real uvicorn server on 127.0.0.1.
 
 The index is made by the real CLI (``kitaeru embed`` with a random-init OpenCLIP ViT-S-32, then
-``kitaeru index build``) over real images from ../shared/data. The data folder holds a symlink that
-points outside it, and extra index rows point outside with ``..``: none of those may be served.
+``kitaeru index build``) over real images from ../shared/data. Extra index rows point outside the
+data folder (an absolute path, as a symlink's real path would be stored, and ``..`` paths), and a file
+becomes a symlink to the outside after indexing: none of those may be served. (``kitaeru embed``
+itself refuses a symlink that leads out of its folder: tests/test_bad_inputs.py.)
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +22,8 @@ MODEL = "open_clip:ViT-S-32"
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, shared_data):
-    """An index over 8 COCO images + 1 nuScenes frame + a symlink to a file outside the folder,
-    plus three crafted rows whose paths leave the folder or are not images."""
+    """An index over 8 COCO images + 1 nuScenes frame, plus four crafted rows whose paths leave the
+    folder or are not images."""
     from kitaeru.cli import run
 
     root = tmp_path_factory.mktemp("serve_index")
@@ -37,7 +37,6 @@ def indexed(tmp_path_factory, shared_data):
     shutil.copy(front, images / "scene-0061-front.jpg")
     secret = outside / "secret.jpg"
     shutil.copy(images / "000000000049.jpg", secret)
-    (images / "escape.jpg").symlink_to(os.path.relpath(secret, images))
     (images / "notes.txt").write_text("not an image")
 
     emb, index_path = root / "e.parquet", root / "scenes.faiss"
@@ -50,7 +49,8 @@ def indexed(tmp_path_factory, shared_data):
     from kitaeru.index.faiss_index import load_index
 
     index = load_index(index_path)
-    crafted = [str(images / ".." / ".." / "outside" / "secret.jpg"), "../../outside/secret.jpg", str(images / "notes.txt")]
+    crafted = [str(secret.resolve()), str(images / ".." / ".." / "outside" / "secret.jpg"), "../../outside/secret.jpg",
+               str(images / "notes.txt")]
     vectors = -index.reconstruct_all()[: len(crafted)]  # far from every real image: never a top hit
     index.add(vectors, pa.table({"path": crafted}))
     index.save(index_path)
@@ -208,10 +208,10 @@ def test_result_image_is_served_from_the_data_folder(api, indexed):
 
 def test_nothing_outside_the_data_folder_is_served(api, indexed):
     secret = indexed["secret"].read_bytes()
-    # the symlink embedded by `kitaeru embed` (stored as its real path, outside the folder)
+    # an absolute path outside the folder (what a symlink's real path would be stored as)
     assert any(p == str(indexed["secret"].resolve()) for p in indexed["paths"])
     outside_rows = [i for i, p in enumerate(indexed["paths"]) if p and "outside" in p]
-    assert len(outside_rows) == 3  # the embedded symlink and the two crafted '..' rows
+    assert len(outside_rows) == 3  # the absolute path and the two crafted '..' rows
     for row in outside_rows:
         r = api.get(f"/image/{row}")
         assert r.status_code == 403, (row, indexed["paths"][row])

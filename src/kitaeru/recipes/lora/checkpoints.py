@@ -160,8 +160,7 @@ def save_checkpoint(trainer, optimizer, lr_scheduler, g, plan: dict, epoch: int)
     import torch
     from safetensors.torch import save_file
 
-    from .components import lora_state_dict
-    from .export import save_diffusers_weights
+    from .components import lora_state_dict, save_diffusers_weights
 
     step = trainer.state.step
     rng = rng_states(trainer, g)

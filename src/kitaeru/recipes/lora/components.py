@@ -7,6 +7,7 @@ encoder's attention gets one too, with the targets diffusers' own scripts use fo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kitaeru.core.errors import ConfigError, DataError
@@ -112,3 +113,15 @@ def load_lora_state(module: Any, state: dict) -> None:
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
         raise DataError(f"checkpoint does not fit this LoRA (unexpected keys such as {unexpected[0]})")
+
+
+def save_diffusers_weights(modules: dict[str, Any], folder: Path) -> None:
+    """``pytorch_lora_weights.safetensors`` with each module's LoraConfig in the file's metadata."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    kwargs: dict[str, Any] = {}
+    for name, module in modules.items():
+        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(lora_state_dict(module))
+        kwargs[f"{name}_lora_adapter_metadata"] = adapter_metadata(module)
+    StableDiffusionPipeline.save_lora_weights(str(folder), safe_serialization=True, **kwargs)

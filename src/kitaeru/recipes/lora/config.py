@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import field_validator
 
-from kitaeru.core.config import RecipeConfig, setting
+from kitaeru.core.config import RecipeConfig, RunName, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, DeviceCount
 
 RECIPE_NAME = "lora"
@@ -50,7 +50,7 @@ class TrainConfig(RecipeConfig):
         metavar="ID_OR_DIR")
     output_dir: str = setting("runs/lora", "Folder of runs; each run is <output-dir>/<name> (train, train2, ...).",
                               aliases=["output"], short="-o", metavar="DIR")
-    name: Optional[str] = setting(None, "Run folder name under --output-dir (default: train, train2, ...).",
+    name: Optional[RunName] = setting(None, "Run folder name under --output-dir (default: train, train2, ...).",
                                   aliases=["run_name"])
     exist_ok: bool = setting(False, "Allow writing a new run into a named folder that already holds one.")
     resume: Optional[str] = setting(

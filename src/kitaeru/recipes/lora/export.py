@@ -13,25 +13,11 @@ import copy
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from .checkpoints import FINAL_DIR, LORA_WEIGHTS, PEFT_WEIGHTS
 
 MAX_CARD_CAPTIONS = 10
-
-
-def save_diffusers_weights(modules: dict[str, Any], folder: Path) -> None:
-    """``pytorch_lora_weights.safetensors`` with each module's LoraConfig in the file's metadata."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-
-    from .components import adapter_metadata, lora_state_dict
-
-    kwargs: dict[str, Any] = {}
-    for name, module in modules.items():
-        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(lora_state_dict(module))
-        kwargs[f"{name}_lora_adapter_metadata"] = adapter_metadata(module)
-    StableDiffusionPipeline.save_lora_weights(str(folder), safe_serialization=True, **kwargs)
 
 
 def export_final(trainer, steps: int, final_loss: Optional[float], plan: dict) -> Path:
@@ -40,7 +26,7 @@ def export_final(trainer, steps: int, final_loss: Optional[float], plan: dict) -
 
     from kitaeru.core.storage import atomic_write_json
 
-    from .components import lora_state_dict
+    from .components import lora_state_dict, save_diffusers_weights
 
     config = trainer.config
     final = trainer.lora_dir / FINAL_DIR

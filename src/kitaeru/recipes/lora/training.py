@@ -152,13 +152,13 @@ def _sample(items: list, config: TrainConfig) -> list:
 
 def _new_run_dir(config: TrainConfig, handed: Optional[str]) -> Path:
     from kitaeru.core.distributed import is_rank_zero
-    from kitaeru.core.run import next_run_dir, refuse_used_run_dir
+    from kitaeru.core.run import next_run_dir, refuse_used_run_dir, run_dir_under
 
     root = Path(config.output_dir)
     if handed:
         return Path(handed)
     if config.name:
-        run_dir = root / config.name
+        run_dir = run_dir_under(root, config.name, setting="--name")  # never outside --output-dir
         if is_rank_zero():
             refuse_used_run_dir(run_dir, exist_ok=config.exist_ok)
         return run_dir

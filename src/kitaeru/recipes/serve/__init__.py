@@ -50,7 +50,8 @@ class ServeConfig(RecipeConfig):
         aliases=["dataset", "data"], short="-d", metavar="DIR")
     # ---- floor-plan generation ----
     lora: Optional[str] = setting(
-        None, "A LoRA adapter of 'kitaeru lora train' (its lora_model/final, lora_model or run folder): adds "
+        None, "A LoRA adapter of 'kitaeru lora train' (its lora_model/final, any lora_model/checkpoint-N, "
+        "lora_model or the run folder): adds "
         "POST /api/generate-floor-plan.", metavar="DIR")
     pretrained_model: Optional[str] = setting(
         None, "The diffusers text-to-image pipeline to generate with (Hub id or local folder; default with --lora: "
