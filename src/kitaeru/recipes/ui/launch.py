@@ -16,7 +16,7 @@ from kitaeru.core import net
 from kitaeru.core.errors import ConfigError, KitaeruError
 from kitaeru.serve.limits import MAX_UPLOAD_BYTES
 
-from . import LOCAL_HOSTS, UiConfig
+from .config import LOCAL_HOSTS, UiConfig
 
 
 def free_port(host: str) -> int:
