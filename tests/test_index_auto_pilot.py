@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kitaeru.index import auto_tune, faiss_index
+from kitaeru.index import auto_tune, faiss_factory, faiss_index
 from kitaeru.index.faiss_index import build_index
 
 
@@ -27,7 +27,7 @@ def auto_setup(monkeypatch):
     import faiss
 
     faiss.omp_set_num_threads(1)
-    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX_N", 1000)
+    monkeypatch.setattr(faiss_factory, "AUTO_FLAT_MAX_N", 1000)
     monkeypatch.setattr(auto_tune, "HNSW_PILOT_N", 600)
     built: list[tuple[str, int]] = []
     real = faiss_index.make_faiss_index
@@ -36,7 +36,7 @@ def auto_setup(monkeypatch):
         built.append((index_type, len(vectors)))
         return real(vectors, index_type, *args, **kwargs)
 
-    monkeypatch.setattr(faiss_index, "make_faiss_index", spy)
+    monkeypatch.setattr(faiss_factory, "make_faiss_index", spy)
 
     def speeds(hnsw_qps: float):
         def fake(index, queries, k, budget_s=3.0, warmup=3):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kitaeru.core.errors import ConfigError, DataError
-from kitaeru.index import faiss_index
+from kitaeru.index import faiss_factory, faiss_index
 from kitaeru.index.embeddings_io import EmbeddingInfo, make_table, read_embeddings, write_parquet
 from kitaeru.index.evaluation import recall_at
 from kitaeru.index.faiss_index import build_index, load_index, sidecar_paths
@@ -117,7 +117,7 @@ def test_l2_metric_and_add_without_rebuild(tmp_path, vectors):
 def test_auto_picks_flat_for_small_n_and_a_fast_type_that_keeps_recall(monkeypatch):
     small = clustered(500, 16)
     assert build_index(small, index_type="auto").info.type == "flat"
-    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX_N", 1000)
+    monkeypatch.setattr(faiss_factory, "AUTO_FLAT_MAX_N", 1000)
     data = clustered(4000, 32, seed=1)
     index = build_index(data, index_type="auto")
     report = index.info.params["auto"]
@@ -133,7 +133,7 @@ def test_auto_picks_flat_for_small_n_and_a_fast_type_that_keeps_recall(monkeypat
 def test_auto_tunes_on_held_out_queries_that_are_not_in_the_index(monkeypatch):
     from kitaeru.index import auto_tune
 
-    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX_N", 1000)
+    monkeypatch.setattr(faiss_factory, "AUTO_FLAT_MAX_N", 1000)
     data = clustered(3000, 32, seed=3)
     built: list[np.ndarray] = []
     real = faiss_index.make_faiss_index
@@ -142,7 +142,7 @@ def test_auto_tunes_on_held_out_queries_that_are_not_in_the_index(monkeypatch):
         built.append(np.array(vectors))
         return real(vectors, *args, **kwargs)
 
-    monkeypatch.setattr(faiss_index, "make_faiss_index", spy)
+    monkeypatch.setattr(faiss_factory, "make_faiss_index", spy)
     index = build_index(data, index_type="auto")
     held, kept = auto_tune.held_out_split(len(data), auto_tune.auto_queries(len(data)))
     assert len(held) == index.info.params["auto"]["queries"] == 300 and not set(held) & set(kept)
@@ -156,7 +156,7 @@ def test_auto_tunes_on_held_out_queries_that_are_not_in_the_index(monkeypatch):
 
 
 def test_auto_report_has_the_curve_and_respects_the_memory_budget(monkeypatch):
-    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX_N", 1000)
+    monkeypatch.setattr(faiss_factory, "AUTO_FLAT_MAX_N", 1000)
     data = clustered(4000, 32, seed=2)
     n, dim = data.shape
     ivfpq = faiss_index.estimate_index_bytes("ivfpq", n, dim, {"nlist": 63, "pq_m": 16, "pq_nbits": 4})

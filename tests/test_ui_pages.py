@@ -178,7 +178,10 @@ def test_dashboard_pages_in_a_real_browser(dashboard, runs, tmp_path):
     shots = Path(os.environ.get("KITAERU_UI_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     dash.page("runs", '[data-testid="stDataFrame"] canvas')
-    assert dash.driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]'), "the run's status is not shown"
+    dash.choose("Run", "lora/train")  # a completed run: the picture shows no resume command with a tmp path
+    dash.text_appears("lora · lora/train")
+    dash.find("//*[@data-testid='stMetricValue']")  # the chosen run's status, epochs, key metric, duration
+    time.sleep(1.0)
     dash.driver.save_screenshot(str(shots / "ui-runs.png"))
     dash.page("training", '[data-testid="stPlotlyChart"] .main-svg .scatterlayer .trace')
     dash.driver.save_screenshot(str(shots / "ui-training.png"))

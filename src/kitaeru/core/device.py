@@ -29,6 +29,8 @@ def cuda_gpus_visible() -> int | None:
         return None
     present = max(len(list(Path("/proc/driver/nvidia/gpus").glob("*"))),
                   sum(1 for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name)))
+    if not present and (Path("/etc/nv_tegra_release").exists() or Path("/dev/nvhost-ctrl").exists()):
+        return None  # Jetson: an integrated GPU without the discrete driver's files
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return present
@@ -42,25 +44,16 @@ def cuda_gpus_visible() -> int | None:
 
 
 def check_device_available(requested: str, setting: str = "--device") -> None:
-    """Refuse at once, before torch or any model loads, a CUDA/MPS device this machine does not have
-    (``cuda``, ``cuda:N``, Ultralytics' ``0,1`` / ``-1``, ``mps``). The same one-line errors as
-    :func:`resolve_device`, which still checks everything once torch is loaded."""
+    """Refuse at once, before torch or any model loads, a CUDA/MPS device on a machine that has none
+    (``cuda``, ``cuda:N``, Ultralytics' ``0,1`` / ``-1``, ``mps``), with the same one-line error as
+    :func:`resolve_device`. Which GPU index exists is left to :func:`resolve_device` once torch is
+    loaded: files alone can miscount (MIG instances, for one), and a wrong refusal is worse than a late one."""
     value = str(requested).strip().lower()
     if value == "mps" and sys.platform != "darwin":
         raise DeviceError(f"{setting} mps: Apple's MPS is only available on macOS (use --device cpu or auto)")
-    if value.startswith("cuda"):
-        indexes = [int(value.split(":", 1)[1])] if re.fullmatch(r"cuda:\d+", value) else []
-    elif re.fullmatch(r"-?\d+(,-?\d+)*", value.replace(" ", "")):
-        indexes = [int(v) for v in value.replace(" ", "").split(",") if int(v) >= 0]
-    else:
-        return
-    count = cuda_gpus_visible()
-    if count is None:
-        return
-    if count == 0:
+    wants_cuda = value.startswith("cuda") or re.fullmatch(r"-?\d+(,-?\d+)*", value.replace(" ", "")) is not None
+    if wants_cuda and cuda_gpus_visible() == 0:
         raise DeviceError(f"{setting} {requested}: {NO_CUDA}")
-    if indexes and max(indexes) >= count:
-        raise DeviceError(f"{setting} {requested}: only {count} CUDA device(s) present")
 
 
 class GpuTier(str, enum.Enum):

@@ -90,10 +90,6 @@ def is_rank_zero() -> bool:
     return place().is_zero
 
 
-def is_distributed() -> bool:
-    return place().world_size > 1
-
-
 def shard(items: list, rank: int | None = None, world_size: int | None = None) -> list:
     """This rank's share of ``items``: every ``world_size``-th one from ``rank`` (round-robin keeps
     the shares equal to one item whatever the order of sizes)."""

@@ -109,9 +109,9 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     grey = pixels.mean(axis=2, keepdims=True)
     pixels = grey + 0.35 * (pixels - grey)  # desaturated: the objects are what carries colour
     blotches = rng.normal(0, 1, size=(max(size // 16, 2), max(size // 16, 2)))
-    blotches = np.asarray(Image.fromarray(blotches.astype(np.float32), mode="F").resize((size, size), Image.BICUBIC))
+    blotches = np.asarray(Image.fromarray(blotches.astype(np.float32)).resize((size, size), Image.BICUBIC))
     pixels = pixels + 14 * blotches[:, :, None] + rng.normal(0, 6, size=(size, size, 1))
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(2, 6))):  # thin grey lines: edges that are not objects
         level = int(rng.integers(40, 220))

@@ -39,7 +39,7 @@ import numpy as np
 
 from kitaeru.core.console import info as say
 from kitaeru.core.errors import ConfigError
-from kitaeru.index import faiss_index as fi
+from kitaeru.index import faiss_factory as fi
 from kitaeru.index.evaluation import exact_search, recall_at, single_query_speed
 
 AUTO_QUERIES = 500          # held-out queries (fewer for small N: a tenth of it)

@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -318,17 +318,6 @@ def _exists(path: str) -> bool:
     from kitaeru.core.storage import exists
 
     return exists(path)
-
-
-def iter_paths(path: str | os.PathLike) -> Iterator[str]:
-    """Just the ``path`` column of an embeddings output (cheap: no vectors are read)."""
-    text = str(path)
-    files = [meta_path_for_npy(text)] if text.endswith(".npy") else parquet_files(text)
-    for f in files:
-        if not _exists(f):
-            continue
-        table = read_parquet_table(f, columns=["path"])
-        yield from (p for p in table.column("path").to_pylist() if p is not None)
 
 
 def concat_metadata(tables: Iterable["pa.Table"]) -> "pa.Table":

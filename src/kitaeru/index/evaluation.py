@@ -70,11 +70,6 @@ def single_query_speed(faiss_index: Any, queries: np.ndarray, k: int, budget_s: 
     return {"wall": done / max(wall, 1e-9), "cpu": done / max(cpu, 1e-9)}
 
 
-def queries_per_second_single(faiss_index: Any, queries: np.ndarray, k: int, budget_s: float = 3.0) -> float:
-    """One query per ``search`` call on one thread (wall clock); stops early after ``budget_s`` seconds."""
-    return single_query_speed(faiss_index, queries, k, budget_s, warmup=0)["wall"]
-
-
 def queries_per_second_batch(faiss_index: Any, queries: np.ndarray, k: int) -> float:
     start = time.perf_counter()
     faiss_index.search(queries, k)

@@ -50,7 +50,7 @@ def write_index_set(target: Path, index: Any, metadata: "pa.Table", info: Mappin
 
     from kitaeru.core.errors import disk_error
     from kitaeru.core.storage import atomic_write_json, json_text
-    from kitaeru.index.faiss_index import _faiss, sidecar_paths
+    from kitaeru.index.faiss_factory import _faiss, sidecar_paths
 
     faiss_path, meta_path, json_path = sidecar_paths(target)
     faiss_path.parent.mkdir(parents=True, exist_ok=True)
