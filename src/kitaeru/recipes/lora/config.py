@@ -13,6 +13,7 @@ from pydantic import field_validator
 
 from kitaeru.core.config import RecipeConfig, RunName, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, DeviceCount
+from kitaeru.core.tracking import TrackingSettings, tracking_section
 
 RECIPE_NAME = "lora"
 GUIDE_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -121,6 +122,7 @@ class TrainConfig(RecipeConfig):
                                  "then gradient checkpointing, then a smaller resolution; resumed from the last checkpoint (one process only: "
                                  "with several devices a smaller --batch-size is for you to give).")
     tensorboard: bool = setting(True, "Write TensorBoard scalars and validation images.")
+    tracking: TrackingSettings = tracking_section()
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -40,7 +40,7 @@ def log_metrics(run, config: TrainConfig, kind: str, values: dict, step: int) ->
     optimizer step) or "epoch" (``values``: the results.csv row; ``step``: the epoch)."""
     if kind == "epoch":
         run.log_epoch(values, step=step)
-    elif config.tensorboard:
+    elif config.tensorboard or getattr(run, "reporter", None) is not None:  # TensorBoard and/or --report-to
         run.log_scalars({f"train/step_{k}": v for k, v in values.items()}, step=step)
 
 

@@ -175,6 +175,9 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
         raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --name")
     config, run_dir, resume_checkpoint, earlier_plan = _resume_setup(config)
     _check_inputs(config)
+    from kitaeru.core.tracking import attach_reporter, check_trackers
+
+    check_trackers(config.tracking, resume_dir=run_dir)  # the pipeline loads before the run folder exists
     items, skipped, source = training_items(Path(config.data_dir))
     items = _sample(items, config)
 
@@ -192,8 +195,9 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
     check_target_modules(components.unet, config.target_modules)
 
     run_dir = run_dir or _new_run_dir(config, handed)
-    run = run_folder(run_dir, tensorboard=config.tensorboard)
+    run = run_folder(run_dir, tensorboard=config.tensorboard and config.tracking.tensorboard)
     run.save_config(config.model_copy(update={"resume": None}))
+    attach_reporter(run, config.tracking, config, recipe=RECIPE_NAME, resume=bool(config.resume))
     run.record_skipped(skipped)
     if is_rank_zero():
         share_run_dir(run_dir)

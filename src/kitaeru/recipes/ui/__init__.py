@@ -24,7 +24,7 @@ from typing import Any
 from kitaeru.recipes.catalog import JOBS
 from kitaeru.core.recipe import Mode, Recipe
 
-from .config import LOCAL_HOSTS, UiConfig
+from .config import UiConfig
 
 __all__ = ["RECIPE", "UiConfig", "ui"]
 
