@@ -92,15 +92,23 @@ class Dashboard:
         element.click()
 
     def type_into(self, label: str, text: str) -> None:
+        from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support import expected_conditions as EC
 
-        box = self.wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'input[aria-label="{label}"]')))
-        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
-        box.send_keys(Keys.CONTROL, "a")  # clear() does not reach React's state
-        box.send_keys(Keys.DELETE)
-        box.send_keys(text)
+        for attempt in range(5):  # a rerun may redraw the field between finding and typing
+            try:
+                box = self.wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'input[aria-label="{label}"]')))
+                self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+                box.send_keys(Keys.CONTROL, "a")  # clear() does not reach React's state
+                box.send_keys(Keys.DELETE)
+                box.send_keys(text)
+                return
+            except (ElementNotInteractableException, StaleElementReferenceException):
+                if attempt == 4:
+                    raise
+                time.sleep(1.0)
 
     def choose(self, label: str, option: str) -> None:
         """Pick ``option`` in the selectbox labelled ``label`` (a searchable combobox)."""

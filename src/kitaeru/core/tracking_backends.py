@@ -2,8 +2,8 @@
 
 * ``mlflow``: Lightning's ``MLFlowLogger`` (an ``MlflowClient``) at ``MLFLOW_TRACKING_URI`` (MLflow's
   own default without it); resumed with ``run_id=``.
-* ``wandb``: Lightning's ``WandbLogger`` (``wandb.init``), ``WANDB_PROJECT`` / ``WANDB_MODE`` honoured;
-  resumed with ``id=`` + ``resume="allow"``.
+* ``wandb``: ``wandb.init`` wrapped in Lightning's ``WandbLogger``, ``WANDB_PROJECT`` / ``WANDB_MODE``
+  honoured; resumed with ``id=`` + ``resume="allow"``.
 * ``csv``: Lightning's ``CSVLogger`` in ``<run>/csv_logs/`` (every metric, per-step ones too, and
   ``hparams.yaml``); ``results.csv`` is written in any case.
 
