@@ -18,9 +18,9 @@ from kitaeru.core.storage import (
     list_files,
     local_copy,
     open_input,
-    output_dir,
     read_json,
 )
+from kitaeru.core.remote import output_dir
 
 
 class Cfg(RecipeConfig):

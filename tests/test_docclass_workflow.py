@@ -395,7 +395,11 @@ def test_classify_bad_inputs(cli, trained, exported, bank, tmp_path):
     assert r.exit_code == 2 and "cannot read image" in r.stderr
     bare = tmp_path / "bare.onnx"
     shutil.copy(exported, bare)  # no sidecar: no stored threshold
-    r = cli("docclass", "classify", "--model", bare, "--bank", bank, "--image", trained["photos"])
+    with np.load(bank) as stored:  # a bank without its open-set calibration: no per-label thresholds either
+        np.savez(tmp_path / "uncalibrated.npz", **{k: stored[k] for k in stored.files if not k.startswith("calibration")})
+    r = cli("docclass", "classify", "--model", bare, "--bank", tmp_path / "uncalibrated.npz", "--image", trained["photos"])
     assert r.exit_code == 2 and "pass --threshold" in r.stderr
+    r = cli("docclass", "classify", "--model", bare, "--bank", bank, "--image", trained["photos"])
+    assert r.exit_code == 0, r.stderr  # the calibrated bank carries its own thresholds
     r = cli("docclass", "register", "--model", exported, "--templates", tmp_path / "nothing", "--out", tmp_path / "b.npz")
     assert r.exit_code == 2 and "template pool not found" in r.stderr and not (tmp_path / "b.npz").exists()

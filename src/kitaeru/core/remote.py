@@ -1,39 +1,30 @@
 """Remote outputs (``s3://``, ``gs://``, ...): tried before any work, and a failed upload at the end
 of a run recorded as such.
 
-Outputs are written locally and uploaded when a job ends (:func:`kitaeru.core.storage.output_dir`).
+Outputs are written locally and uploaded when a job ends (:func:`output_dir`).
 Without a check first, missing credentials or a wrong bucket surfaced only then, after a whole
 training run, which was recorded ``completed`` although nothing arrived.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from .errors import DataError, KitaeruError
-from .storage import atomic_write_json, filesystem, read_json, upload_dir
-
-
-def check_remote_output(url: str, *, setting: str, kind: str = "dir") -> None:
-    """Refuse, before any work, a remote output (``s3://``, ``gs://`` ...) that cannot be written:
-    no driver, no credentials, no such bucket, no permission, no network. Tried, not guessed: a
-    probe object is written where the output will go (inside a folder URL, beside a file URL) and
-    removed again, which is what the upload at the end will need. One line naming ``setting``."""
-    import uuid
-
-    try:
-        fs, path = filesystem(url)
-    except KitaeruError as exc:  # no driver for the protocol: the same one line, naming the flag
-        raise KitaeruError(f"{setting} {exc}") from None
-    path = path.rstrip("/")
-    folder = path if kind == "dir" else path.rpartition("/")[0]  # a file URL: the folder it will land in
-    probe = "/".join(p for p in (folder, f".kitaeru-probe-{uuid.uuid4().hex[:12]}") if p)
-    try:
-        fs.touch(probe)
-        fs.rm(probe)
-    except Exception as exc:  # noqa: BLE001 - every back-end raises its own errors; each is a refusal here
-        raise KitaeruError(f"{setting} {url}: cannot write there ({_one_line(exc)})") from None
+from .storage import (  # noqa: F401 - check_remote_output: used from here by callers
+    _one_line,
+    _strip_file_scheme,
+    atomic_write_json,
+    check_remote_output,
+    ensure_writable_dir,
+    is_remote,
+    read_json,
+    upload_dir,
+)
 
 
 def upload_run_dir(local_dir: str | os.PathLike, url: str, *, setting: str) -> None:
@@ -55,6 +46,29 @@ def upload_run_dir(local_dir: str | os.PathLike, url: str, *, setting: str) -> N
         raise KitaeruError(message) from None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike, *, keep_local: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A local folder to write outputs into; uploaded to ``path`` at the end when it is a URL.
+
+    For a local ``path`` the folder itself is created (with a clear error when it cannot be) and
+    yielded. For a URL, outputs go to ``keep_local`` (or a temporary folder) and are uploaded only
+    when the block finishes without an exception.
+    """
+    if not is_remote(path):
+        local = Path(_strip_file_scheme(path))
+        ensure_writable_dir(local)
+        yield local
+        return
+    if keep_local is not None:
+        local = Path(keep_local)
+        ensure_writable_dir(local)
+        yield local
+        _upload(local, str(path))
+        return
+    with tempfile.TemporaryDirectory(prefix="kitaeru-out-") as tmp:
+        yield Path(tmp)
+        _upload(tmp, str(path))
+
+
+def _upload(local: str | os.PathLike, url: str) -> None:
+    upload_run_dir(local, url, setting="output")

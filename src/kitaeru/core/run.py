@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from .errors import ConfigError, DataError, RunInterrupted
+from .errors import DataError, RunInterrupted
 from .storage import BackgroundWriter, atomic_write_json, atomic_write_text, ensure_writable_dir, json_text
 from .versions import library_versions
 # Run folder naming lives beside this module; imported here so callers keep one place to import from.

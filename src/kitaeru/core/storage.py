@@ -128,36 +128,6 @@ def upload_dir(local_dir: str | os.PathLike, url: str) -> None:
             fs.put_file(str(f), f"{p.rstrip('/')}/{rel}")
 
 
-@contextlib.contextmanager
-def output_dir(path: str | os.PathLike, *, keep_local: str | os.PathLike | None = None) -> Iterator[Path]:
-    """A local folder to write outputs into; uploaded to ``path`` at the end when it is a URL.
-
-    For a local ``path`` the folder itself is created (with a clear error when it cannot be) and
-    yielded. For a URL, outputs go to ``keep_local`` (or a temporary folder) and are uploaded only
-    when the block finishes without an exception.
-    """
-    if not is_remote(path):
-        local = Path(_strip_file_scheme(path))
-        ensure_writable_dir(local)
-        yield local
-        return
-    if keep_local is not None:
-        local = Path(keep_local)
-        ensure_writable_dir(local)
-        yield local
-        _upload(local, str(path))
-        return
-    with tempfile.TemporaryDirectory(prefix="kitaeru-out-") as tmp:
-        yield Path(tmp)
-        _upload(tmp, str(path))
-
-
-def _upload(local: str | os.PathLike, url: str) -> None:
-    from .remote import upload_run_dir
-
-    upload_run_dir(local, url, setting="output")
-
-
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and check it is writable, with a one-line error otherwise."""
     local = Path(path)
@@ -335,7 +305,7 @@ def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str
     """Refuse, before any work, an output that cannot be written: its parent is a file, a folder on
     the way is not writable (or on a read-only file system), it lies under /proc or /sys, a file is
     named where a folder is (or the reverse), or it exists when it must not. One line naming
-    ``setting`` (the flag) and the path. A URL is checked by :func:`kitaeru.core.remote.check_remote_output`.
+    ``setting`` (the flag) and the path. A URL is checked by :func:`check_remote_output`.
 
     Writability is tried, not asked: a probe file is created in the nearest existing folder and
     removed again, because ``os.access`` says yes to root whatever the permissions and file system.
@@ -343,8 +313,6 @@ def check_output_path(path: str | os.PathLike | None, *, setting: str, kind: str
     if path is None or str(path) == "":
         return
     if is_remote(path):
-        from .remote import check_remote_output
-
         check_remote_output(str(path), setting=setting, kind=kind)
         return
     target = Path(_strip_file_scheme(path))
@@ -381,3 +349,29 @@ def _probe_writable(folder: Path, label: str) -> None:
         raise KitaeruError(f"{label}: {folder} is not writable ({reason})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def check_remote_output(url: str, *, setting: str, kind: str = "dir") -> None:
+    """Refuse, before any work, a remote output (``s3://``, ``gs://`` ...) that cannot be written:
+    no driver, no credentials, no such bucket, no permission, no network. Tried, not guessed: a
+    probe object is written where the output will go (inside a folder URL, beside a file URL) and
+    removed again, which is what the upload at the end will need. One line naming ``setting``."""
+    import uuid
+
+    try:
+        fs, path = filesystem(url)
+    except KitaeruError as exc:  # no driver for the protocol: the same one line, naming the flag
+        raise KitaeruError(f"{setting} {exc}") from None
+    path = path.rstrip("/")
+    folder = path if kind == "dir" else path.rpartition("/")[0]  # a file URL: the folder it will land in
+    probe = "/".join(p for p in (folder, f".kitaeru-probe-{uuid.uuid4().hex[:12]}") if p)
+    try:
+        fs.touch(probe)
+        fs.rm(probe)
+    except Exception as exc:  # noqa: BLE001 - every back-end raises its own errors; each is a refusal here
+        raise KitaeruError(f"{setting} {url}: cannot write there ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -26,7 +26,7 @@ from kitaeru.core.lightning import (
 )
 from kitaeru.core.run import RunFolder, holds_run
 from kitaeru.core.seed import seed_everything
-from kitaeru.core.storage import output_dir as output_folder
+from kitaeru.core.remote import output_dir as output_folder
 from kitaeru.core.remote import upload_run_dir
 from kitaeru.core.tracking import attach_reporter
 
