@@ -100,3 +100,25 @@ def test_prepare_empty_or_missing_folder(cli, tmp_path):
     missing = cli("lora", "prepare", "--images", tmp_path / "nope", "--output-dir", tmp_path / "out")
     assert missing.exit_code == 2 and "not found" in missing.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_built_in_floor_plans_carry_the_guides_json(tmp_path, cli):
+    """`kitaeru sample floorplans` draws plans with the guide's JSON beside each, so `lora prepare`
+    captions every one from its JSON (floor and grid), with no download and no shared data."""
+    import json as _json
+
+    from PIL import Image
+
+    r = cli("sample", "floorplans", "--out", tmp_path / "plans", "--count", "6", "--size", "128", "--seed", "3")
+    assert r.exit_code == 0, r.stderr
+    pngs = sorted((tmp_path / "plans").glob("*.png"))
+    assert len(pngs) == 6 and all(p.with_suffix(".json").is_file() for p in pngs)
+    meta = _json.loads(pngs[1].with_suffix(".json").read_text())
+    assert meta["floor"] == "2f" and meta["grid_mm"] == 910 and meta["grid_px"] > 0
+    pixels = Image.open(pngs[0]).convert("L").getextrema()
+    assert pixels == (0, 255)  # black lines on white
+    r = cli("lora", "prepare", "--images", tmp_path / "plans", "--output-dir", tmp_path / "prepared", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = [_json.loads(line) for line in (tmp_path / "prepared" / "metadata.jsonl").read_text().splitlines()]
+    assert rows and all("floor plan" in row["text"] for row in rows)
+    assert any("2f floor" in row["text"] for row in rows) or any("1f floor" in row["text"] for row in rows)

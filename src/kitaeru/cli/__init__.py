@@ -25,7 +25,7 @@ from kitaeru.recipes.catalog import JOBS, job_module
 COMMANDS: dict[str, tuple[str, str]] = {
     **{name: (job_module(name), help_line) for name, help_line in JOBS.items()},
     "checks": ("kitaeru.cli.checks", "Print device, GPU tier, installed extras, offline weights and library versions."),
-    "sample": ("kitaeru.cli.sample", "Write built-in sample datasets (driving scenes, documents, shapes to detect) to a folder."),
+    "sample": ("kitaeru.cli.sample", "Write built-in sample datasets (driving scenes, documents, shapes to detect, floor plans) and a tiny SD pipeline to a folder."),
 }
 
 

@@ -15,10 +15,11 @@ app = typer.Typer(help="Write built-in sample datasets and a tiny Stable Diffusi
     "  kitaeru sample scenes --out data/scenes --num-scenes 200\n\n"
     "  kitaeru sample documents --out data/templates --num 8 --photos data/photos\n\n"
     "  kitaeru sample detection --out data/shapes\n\n"
+    "  kitaeru sample floorplans --out data/floorplans\n\n"
     "  kitaeru sample sd-pipeline --out models/tiny-sd"
 ))
 def sample() -> None:
-    """Write built-in sample datasets (driving scenes, document templates, shapes to detect) and a tiny Stable Diffusion pipeline."""
+    """Write built-in sample datasets (driving scenes, document templates, shapes to detect, floor plans) and a tiny Stable Diffusion pipeline."""
 
 
 @app.command("scenes")
@@ -89,6 +90,27 @@ def detection(
     info(f"wrote {train} training and {val} validation images of circles, squares and triangles to {out}; "
          f"train with: kitaeru detect train -d {data_yaml}")
     typer.echo(str(data_yaml))
+
+
+@app.command("floorplans")
+def floorplans(
+    out: Path = typer.Option(..., "--out", help="Folder to write plan_NNN_{1f,2f}.png and their same-name .json into."),
+    count: int = typer.Option(24, "--count", min=1, max=10_000, help="How many plans to draw."),
+    size: int = typer.Option(512, "--size", min=64, max=2048, help="Side of the square drawings in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the generator (the same seed gives the same plans)."),
+) -> None:
+    """Floor plans drawn as black lines on white (walls, rooms, doors, windows on a grid), each with
+    the guide's JSON (grid_px, grid_mm, floor), to try 'kitaeru lora prepare' and 'train' offline.
+
+    Example: kitaeru sample floorplans --out data/floorplans
+    """
+    from kitaeru.core.console import info
+    from kitaeru.recipes.lora.sample_plans import write_sample_plans
+
+    folder = write_sample_plans(out, count, size=size, seed=seed)
+    info(f"wrote {count} floor plans (PNG + JSON) to {folder}; caption them with: "
+         f"kitaeru lora prepare --images {folder} --output-dir {folder}_prepared")
+    typer.echo(str(folder))
 
 
 @app.command("sd-pipeline")
