@@ -6,19 +6,11 @@ tests check the decision and what was built, never how long anything took.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from kitaeru.index import auto_tune, faiss_factory, faiss_index
 from kitaeru.index.faiss_index import build_index
-
-
-def clustered(n: int, dim: int, seed: int = 0, clusters: int = 20) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim))
-    x = centres[rng.integers(0, clusters, n)] + 0.25 * rng.normal(size=(n, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32)
+from test_index_faiss import clustered  # the same clustered unit vectors
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_a_plot_never_fails_a_run(tmp_path, capsys):
 def test_results_png_draws_every_curve_on_round_ticks(tmp_path):
     from PIL import Image
 
-    from kitaeru.core.plots import PANEL, nice_ticks, write_results_png
+    from kitaeru.core.plots import PANEL, nice_ticks
 
     assert nice_ticks(2.65, 3.86) == [2.75, 3.0, 3.25, 3.5, 3.75]
     assert nice_ticks(1, 3, integer=True) == [1, 2, 3] and nice_ticks(1, 1, integer=True) == [1]
