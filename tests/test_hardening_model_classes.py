@@ -152,3 +152,19 @@ def test_pass_through_arguments_naming_checkpoints_are_checked(coco8, tmp_path, 
                     "-o", out, "--device", "cpu", f"cfg={cfg}")
     assert predicted.exit_code == 2 and "--trust-checkpoint" in predicted.stderr, predicted.stderr[-1500:]
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_a_plain_cfg_file_is_read_once_and_recorded(coco8, tmp_path, cli):
+    """A benign ``cfg=`` file trains, and its arguments are what the run's config.yaml records."""
+    import yaml
+
+    cfg = tmp_path / "args.yaml"
+    cfg.write_text("lr0: 0.02\nwarmup_epochs: 0\n")
+    out = tmp_path / "out"
+    r = cli("detect", "train", "-d", coco8, "--model", "yolov8n.yaml", "-o", out, "--device", "cpu", "--epochs", "1",
+            "--image-size", "64", "--batch-size", "4", "--workers", "0", f"cfg={cfg}", "--json")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    saved = yaml.safe_load((out / "train" / "config.yaml").read_text())
+    assert saved["ultralytics"]["lr0"] == 0.02 and saved["ultralytics"]["warmup_epochs"] == 0
+    assert "cfg" not in saved["ultralytics"]

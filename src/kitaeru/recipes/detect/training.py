@@ -130,7 +130,10 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
     """Run ``detect train`` end to end (see module doc); ``callbacks`` are extra Ultralytics callbacks."""
     check_train(config)
     check_user_weights(config.model, trust=config.trust_checkpoint)
-    check_weight_arguments(expand_cfg_argument(dict(config.ultralytics)), trust=config.trust_checkpoint)
+    # a cfg= file is read once, here: its arguments join the key=value ones, so the run's saved
+    # config.yaml holds what Ultralytics was given (a resume never re-reads a file that may have changed)
+    config = config.model_copy(update={"ultralytics": expand_cfg_argument(dict(config.ultralytics))})
+    check_weight_arguments(config.ultralytics, trust=config.trust_checkpoint)
     dataset = load_dataset(config)  # every label checked before torch and the device
     config = config.model_copy(update={"device": sagemaker_device(config.device)})
     if not config.tracking.tensorboard:  # --report-to without tensorboard: no events, no server
