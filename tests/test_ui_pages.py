@@ -241,6 +241,8 @@ def test_start_live_log_stop_and_resume_in_the_browser(dashboard, runs, tiny_sd,
     dash.type_into("more options (as on the command line, e.g. --seed 3 key=value)", LORA_OPTIONS)
     dash.click(dash.button("Start"))
     try:
+        # this job's own log first: an earlier test's job, still listed on the page, shows the same line
+        wait_until(lambda: "epoch 2/200" in J.log_tail(J.list_jobs(runs)[0]), "the new job's log reaching epoch 2")
         dash.text_appears("epoch 2/200")  # the live log tail
         dash.click(dash.button("Stop (Ctrl-C: resumable)"))
         dash.text_appears("interrupted (exit 130)")
