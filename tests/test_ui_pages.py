@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 streamlit_testing = pytest.importorskip("streamlit.testing.v1", reason="Streamlit is an extra: pip install 'kitaeru[ui]'")
 
 APP = Path(__file__).resolve().parents[1] / "src" / "kitaeru" / "ui" / "app.py"
-LORA_OPTIONS = "--epochs 200 --resolution 32 --batch-size 2 --device cpu --validation-every 0 --checkpoint-every 3"
+# Far more epochs than a test waits for (each takes ~0.1 s): the run must still be going when Stop comes.
+LORA_OPTIONS = ("--epochs 5000 --resolution 32 --batch-size 2 --device cpu --validation-every 0 --checkpoint-every 3 "
+                "--checkpoints-total-limit 2")
 
 
 def _run(*args) -> None:
@@ -138,7 +140,7 @@ def test_training_started_from_the_page_stops_cleanly_and_resumably(runs, tiny_s
     assert any("started (pid" in s.value for s in at.success), [e.value for e in at.error]
     (job,) = [j for j in J.list_jobs(runs) if j.output_dir == str(runs / "started")]
     try:
-        wait_until(lambda: "epoch 1/200" in J.log_tail(job), "a progress line per epoch in the log (bars off)",
+        wait_until(lambda: "epoch 1/5000" in J.log_tail(job), "a progress line per epoch in the log (bars off)",
                    proc=J._PROCESSES.get(job.pid))
         at.run()
         next(b for b in at.button if b.label.startswith("Stop")).click().run()
@@ -240,22 +242,32 @@ def test_start_live_log_stop_and_resume_in_the_browser(dashboard, runs, tiny_sd,
     dash.type_into("output folder", str(out))
     dash.type_into("more options (as on the command line, e.g. --seed 3 key=value)", LORA_OPTIONS)
     dash.click(dash.button("Start"))
+    ours = lambda: [j for j in J.list_jobs(runs) if Path(j.output_dir).resolve() == out.resolve()]  # noqa: E731
+    wait_until(lambda: bool(ours()), "the job the form started")
+    (job,) = ours()
+    # Everything below looks inside this job's own panel: an earlier test's job, listed on the same
+    # page (collapsed), shows the same lines and a hidden Resume button.
+    panel = dash.expander(job.id)
     try:
-        # this job's own log first: an earlier test's job, still listed on the page, shows the same line
-        wait_until(lambda: "epoch 2/200" in J.log_tail(J.list_jobs(runs)[0]), "the new job's log reaching epoch 2")
-        dash.text_appears("epoch 2/200")  # the live log tail
-        dash.click(dash.button("Stop (Ctrl-C: resumable)"))
-        dash.text_appears("interrupted (exit 130)")
-        dash.click(dash.button("Resume"))
+        wait_until(lambda: "epoch 2/5000" in J.log_tail(job), "the job's log reaching epoch 2")
+        dash.text_appears("epoch 2/5000", within=panel)  # the live log tail
+        dash.click(dash.button("Stop (Ctrl-C: resumable)", within=panel))
+        wait_until(lambda: J.poll(job) is not None, "the job ending after Stop")
+        assert "resume with: kitaeru lora train --resume" in J.log_tail(job), J.log_tail(job)
+        dash.text_appears("interrupted (exit 130)", within=panel)
+        dash.click(dash.button("Resume", within=panel))
         resume = f"kitaeru lora train --resume {out / 'train'}"
         dash.text_appears(resume)
-        wait_until(lambda: any(j.command[3:6] == ["lora", "train", "--resume"] and "/200: " in J.log_tail(j)
+        wait_until(lambda: any(j.command[3:6] == ["lora", "train", "--resume"] and "/5000: " in J.log_tail(j)
                                for j in J.list_jobs(runs)), "the resumed run training on (new lines in its own log)")
+    except Exception as exc:
+        raise AssertionError(f"{exc!r}\n--- the job's panel:\n{dash.visible_text(panel)}\n--- its log:\n"
+                             f"{J.log_tail(job)}") from exc
     finally:
-        for job in J.list_jobs(runs):
-            if J.poll(job) is None:
-                J.stop_job(job)
-                if J.wait(job, guard()) is None:
-                    os.killpg(job.pid, signal.SIGKILL)
+        for started in J.list_jobs(runs):
+            if J.poll(started) is None:
+                J.stop_job(started)
+                if J.wait(started, guard()) is None:
+                    os.killpg(started.pid, signal.SIGKILL)
     resumed = [j for j in J.list_jobs(runs) if j.command[3:6] == ["lora", "train", "--resume"]]
     assert resumed and resumed[0].run_dir == str(out / "train")

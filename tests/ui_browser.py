@@ -75,16 +75,30 @@ class Dashboard:
 
         return WebDriverWait(self.driver, guard(timeout)).until(EC.presence_of_element_located((By.XPATH, xpath)))
 
-    def text_appears(self, text: str, timeout: float | None = None):
-        return self.find(f"//*[contains(normalize-space(.), {_xpath_literal(text)}) and not(*[contains("
+    def text_appears(self, text: str, timeout: float | None = None, *, within: str = ""):
+        """The innermost element showing ``text`` (under the element ``within`` names, an XPath)."""
+        return self.find(f"{within}//*[contains(normalize-space(.), {_xpath_literal(text)}) and not(*[contains("
                          f"normalize-space(.), {_xpath_literal(text)})])]", timeout)
 
-    def button(self, label: str):
+    def button(self, label: str, *, within: str = ""):
+        """The clickable button labelled ``label`` (under the element ``within`` names, an XPath)."""
         from selenium.webdriver.support import expected_conditions as EC
         from selenium.webdriver.common.by import By
 
-        xpath = f"//button[.//p[normalize-space(text())={_xpath_literal(label)}]]"
+        xpath = f"{within}//button[.//p[normalize-space(text())={_xpath_literal(label)}]]"
         return self.wait.until(EC.element_to_be_clickable((By.XPATH, xpath)))
+
+    @staticmethod
+    def expander(label_part: str) -> str:
+        """An XPath to the expander whose label contains ``label_part`` (for ``within=``)."""
+        return f"//*[@data-testid='stExpander'][.//summary[contains(normalize-space(.), {_xpath_literal(label_part)})]]"
+
+    def visible_text(self, within: str = "") -> str:
+        """What the page (or the element ``within`` names) shows now: for a failing test's message."""
+        from selenium.webdriver.common.by import By
+
+        found = self.driver.find_elements(By.XPATH, within or "//body")
+        return found[0].text if found else f"(nothing at {within})"
 
     def click(self, element) -> None:
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
