@@ -213,7 +213,7 @@ class VectorIndex:
         leaves the previous set or the new one (see :func:`write_index_set`), never a mix."""
         target = Path(path or self.path or "")
         if not str(target) or target.suffix != ".faiss":
-            raise ConfigError(f"--index-out: {target or '(none)'}: the index file name must end in .faiss")
+            raise ConfigError(f"--output: {target or '(none)'}: the index file name must end in .faiss")
         from kitaeru.index.index_set import write_index_set
 
         self.info.ntotal = self.ntotal

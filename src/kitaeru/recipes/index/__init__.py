@@ -56,15 +56,15 @@ def _writable(flag: str, path: str | None) -> None:
 def check_build(config: IndexBuildConfig) -> None:
     from kitaeru.index.faiss_index import parse_memory
 
-    _index_file("--index-out", config.index_out)
-    _writable("--index-out", config.index_out)
+    _index_file("--output", config.output)
+    _writable("--output", config.output)
     parse_memory(config.max_index_memory)
     _local_input("--embeddings", config.embeddings)
 
 
 def check_add(config: IndexAddConfig) -> None:
-    _index_file("--out", config.out)
-    _writable("--out", config.out)
+    _index_file("--output", config.output)
+    _writable("--output", config.output)
     _local_input("--embeddings", config.embeddings)
 
 
@@ -75,11 +75,11 @@ def check_search(config: IndexSearchConfig) -> None:
     if len(given) != 1:
         raise ConfigError("give exactly one of --image PATH, --text \"...\" or --queries Q.npy"
                           + (f" (got {', '.join(given)})" if given else ""))
-    if config.queries is not None and config.out is None:
-        raise ConfigError("--queries needs --out FILE.npy for the (n, k) ids")
+    if config.queries is not None and config.output is None:
+        raise ConfigError("--queries needs --output FILE.npy for the (n, k) ids")
     _query_checks(config.text, config.image)
     _local_input("--queries", config.queries)
-    _writable("--out", config.out)
+    _writable("--output", config.output)
 
 
 def _query_checks(text: str | None, image: str | None) -> None:
@@ -116,7 +116,7 @@ def add(config: IndexAddConfig) -> dict[str, Any]:
     """Append ``config.embeddings`` to ``config.index`` (no rebuild); returns the summary."""
     from kitaeru.recipes.index import jobs
 
-    return jobs.add(config.index, config.embeddings, config.out)
+    return jobs.add(config.index, config.embeddings, config.output)
 
 
 def search(config: IndexSearchConfig) -> Any:
@@ -131,7 +131,7 @@ def search(config: IndexSearchConfig) -> Any:
     # never more columns than the index has vectors: no padding rows of -1 (a huge k wrote 720 MB of them)
     scores, ids = loaded.search(vectors, max(1, min(config.top_k, loaded.ntotal)))
     if config.queries is not None:
-        ids_path, scores_path = jobs.write_batch_results(config.out, scores, ids)
+        ids_path, scores_path = jobs.write_batch_results(config.output, scores, ids)
         info(f"{len(ids)} queries: ids -> {ids_path}, scores -> {scores_path}")
         return {"queries": len(ids), "k": int(ids.shape[1]), "ids": ids_path, "scores": scores_path}
     rows = loaded.rows(ids[0])
@@ -201,8 +201,8 @@ RECIPE = Recipe(
             name="build", schema=IndexBuildConfig, run=build, check=check_build, summary=_print_build,
             help="Build an index from embeddings and write X.faiss, X.index.parquet and X.index.json.",
             examples=[
-                "kitaeru index build --embeddings vectors/embeddings.parquet --index-out indexes/scenes.faiss --type hnsw",
-                "kitaeru index build --embeddings vectors/shards/ --index-out indexes/big.faiss --type auto --max-index-memory 4G --json",
+                "kitaeru index build --embeddings vectors/embeddings.parquet --output indexes/scenes.faiss --type hnsw",
+                "kitaeru index build --embeddings vectors/shards/ --output indexes/big.faiss --type auto --max-index-memory 4G --json",
                 "kitaeru index build -e any_matrix.npy -o indexes/m.faiss --type ivfpq --metric l2 nlist=1024 nprobe=32",
             ],
         ),
@@ -217,7 +217,7 @@ RECIPE = Recipe(
             examples=[
                 "kitaeru index search --index indexes/scenes.faiss --text \"a truck at an intersection\" --top-k 10",
                 "kitaeru index search --index indexes/scenes.faiss --image query.jpg --top-k 5 --json",
-                "kitaeru index search --index indexes/scenes.faiss --queries q.npy --top-k 10 --out ids.npy",
+                "kitaeru index search --index indexes/scenes.faiss --queries q.npy --top-k 10 --output ids.npy",
             ],
         ),
         Mode(

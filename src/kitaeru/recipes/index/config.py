@@ -17,8 +17,8 @@ class IndexBuildConfig(RecipeConfig):
     (or, with ``--type auto``, searched on held-out queries)."""
 
     embeddings: str = setting(..., f"Embeddings to index: {_EMBEDDINGS}.", short="-e", metavar="PATH")
-    index_out: str = setting(..., "Index file to write, X.faiss (X.index.parquet and X.index.json are written beside it).",
-                             aliases=["output"], short="-o", metavar="X.faiss")
+    output: str = setting(..., "Index file to write, X.faiss (X.index.parquet and X.index.json are written beside it).",
+                          aliases=["index_out", "out"], short="-o", metavar="X.faiss")
     type: Literal["flat", "ivfpq", "hnsw", "auto"] = setting(
         "auto",
         "Index type: flat (exact), ivfpq (IVF + product quantisation, re-ranked exactly), hnsw (graph), "
@@ -50,8 +50,8 @@ class IndexAddConfig(RecipeConfig):
     index: str = setting(..., "The index to extend (X.faiss).", short="-i", metavar="X.faiss")
     embeddings: str = setting(..., "More embeddings from the same model (any embed output or .npy).", short="-e",
                               metavar="PATH")
-    out: Optional[str] = setting(None, "Write the extended index here instead of in place (X2.faiss).",
-                                 aliases=["output"], short="-o", metavar="X2.faiss")
+    output: Optional[str] = setting(None, "Write the extended index here instead of in place (X2.faiss).",
+                                    aliases=["out"], short="-o", metavar="X2.faiss")
 
 
 class IndexSearchConfig(RecipeConfig):
@@ -60,10 +60,10 @@ class IndexSearchConfig(RecipeConfig):
     index: str = setting(..., "The index to search (X.faiss).", short="-i", metavar="X.faiss")
     image: Optional[str] = setting(None, "Query image (path or URL), encoded with the index's model.", metavar="PATH")
     text: Optional[str] = setting(None, "Query text, encoded with the index's CLIP-family model.")
-    queries: Optional[str] = setting(None, "A (n, dim) .npy of query vectors: batch search (needs --out).", metavar="Q.npy")
+    queries: Optional[str] = setting(None, "A (n, dim) .npy of query vectors: batch search (needs --output).", metavar="Q.npy")
     top_k: int = setting(10, "Results per query (1-10000; at most the index's size is returned).", short="-k", ge=1, le=10_000)
-    out: Optional[str] = setting(None, "Batch search: write the (n, k) ids here (.npy) and the scores beside it "
-                                 "(.scores.npy).", aliases=["output"], short="-o", metavar="IDS.npy")
+    output: Optional[str] = setting(None, "Batch search: write the (n, k) ids here (.npy) and the scores beside it "
+                                    "(.scores.npy).", aliases=["out"], short="-o", metavar="IDS.npy")
     device: str = setting("auto", "Device of the query encoder: auto|cuda|mps|cpu or cuda:N.")
 
 

@@ -19,7 +19,7 @@ from kitaeru.recipes.index.config import IndexBuildConfig
 
 def _check_index_name(path: str) -> None:
     if not str(path).endswith(".faiss"):
-        raise ConfigError(f"--index-out: {path}: the index file name must end in .faiss")
+        raise ConfigError(f"--output: {path}: the index file name must end in .faiss")
 
 
 def save_index(index: VectorIndex, target: str) -> str:
@@ -40,7 +40,7 @@ def save_index(index: VectorIndex, target: str) -> str:
 
 def build(cfg: IndexBuildConfig) -> tuple[VectorIndex, dict[str, Any]]:
     """Read ``cfg.embeddings``, build the index and write it with its metadata and JSON."""
-    _check_index_name(cfg.index_out)
+    _check_index_name(cfg.output)
     emb = read_embeddings(cfg.embeddings)
     if cfg.metric == "ip" and emb.info.normalized is False:
         warn(f"{cfg.embeddings}: vectors are not normalised, so ip scores are raw inner products, not cosine")
@@ -49,7 +49,7 @@ def build(cfg: IndexBuildConfig) -> tuple[VectorIndex, dict[str, Any]]:
     index = build_index(emb.vectors, emb.metadata, index_type=cfg.type, metric=cfg.metric, params=cfg.index_params(),
                         info=emb.info, source=cfg.embeddings, max_index_memory=cfg.max_index_memory)
     seconds = time.perf_counter() - start
-    written = save_index(index, cfg.index_out)
+    written = save_index(index, cfg.output)
     return index, _summary(index, written, build_seconds=round(seconds, 3), added=len(emb))
 
 
@@ -123,7 +123,7 @@ def write_batch_results(out: str, scores: np.ndarray, ids: np.ndarray) -> tuple[
     from kitaeru.core.storage import atomic_path
 
     if not out.endswith(".npy"):
-        raise ConfigError(f"--out: {out}: expected a .npy file name for the (n, k) ids")
+        raise ConfigError(f"--output: {out}: expected a .npy file name for the (n, k) ids")
     scores_path = out[: -len(".npy")] + ".scores.npy"
     for path, array in ((out, ids), (scores_path, scores)):
         with atomic_path(path) as tmp:
