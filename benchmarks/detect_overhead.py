@@ -55,7 +55,7 @@ def plain_arguments(data_yaml: Path, args: argparse.Namespace) -> dict:
     from kitaeru.recipes.detect.config import RECIPE, TrainConfig
     from kitaeru.recipes.detect.plan import plan_detect
     from kitaeru.recipes.detect.training import ultralytics_arguments
-    from kitaeru.recipes.detect.validate import ultralytics_device
+    from kitaeru.recipes.detect.evaluation import ultralytics_device
 
     config = load_config(TrainConfig, RECIPE, overrides={
         "data_dir": str(data_yaml), "model": args.model, "epochs": args.epochs, "image_size": args.imgsz,

@@ -74,7 +74,7 @@ def main() -> None:
         results = {}
         for name, (command, env) in cases.items():
             wall, summary = run(command, env)
-            results[name] = {"wall": wall, "embed": summary["embed_seconds"], "out": summary["out"]}
+            results[name] = {"wall": wall, "embed": summary["embed_seconds"], "out": summary["output"]}
             print(f"{name:>22}: {args.n / wall:7.1f} images/s end to end ({wall:6.1f} s), "
                   f"{args.n / summary['embed_seconds']:7.1f} images/s embedding ({summary['embed_seconds']:.1f} s)")
         reference = read_embeddings(str(root / "one.parquet"))

@@ -39,7 +39,7 @@ def main() -> None:
     import torch
 
     from kitaeru.core.seed import seed_everything
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
     from kitaeru.data.scenes import decode_images, load_scene_folder
     from kitaeru.recipes.multimodal.features import EncoderSpec, FrozenEncoders, extract_features
     from kitaeru.recipes.multimodal.model import FeatureTensors, SceneSearchModel

@@ -225,7 +225,7 @@ EARLY = [
     (["detect", "train", "-d", "{t}/nonames.yaml", "-o", "{t}/out"], "'names'"),
     (["detect", "train", "-d", "{t}/broken.yaml", "-o", "{t}/out"], "not valid YAML"),
     (["detect", "train", "-d", "{t}/nosplit.yaml", "-o", "{t}/out"], "nowhere"),
-    (["detect", "train", "-d", "{t}/nosplit.yaml", "-o", "{t}/out", "--run-prefix", "../x"], "--run-prefix"),
+    (["detect", "train", "-d", "{t}/nosplit.yaml", "-o", "{t}/out", "--run-prefix", "../x"], "--name"),  # the earlier spelling of --name
     # embed and index: links out of the folder, empty queries, missing query images
     (["embed", "--image-dir", "{t}/pictures", "--out", "{t}/out/e.parquet"], "leads outside the data folder"),
     (["embed", "--image-dir", "{t}/pictures", "--out", "/proc/kitaeru/e.parquet"], "/proc"),
@@ -254,8 +254,8 @@ NUMBERS = [
     (["multimodal", "train", "--use-sample-data", "--learning-rate", "inf"], "learning_rate"),
     (["multimodal", "train", "--use-sample-data", "--learning-rate", "-inf"], "learning_rate"),
     (["multimodal", "train", "--use-sample-data", "--epochs", "100000000000000000000000"], "epochs"),
-    (["docclass", "train", "--lr", "inf"], "lr"),
-    (["docclass", "train", "optim.lr=inf"], "optim.lr"),
+    (["docclass", "train", "--lr", "inf"], "learning_rate"),
+    (["docclass", "train", "optim.lr=inf"], "optim.learning_rate"),
     (["docclass", "train", "loss.scale=inf"], "loss.scale"),
     (["docclass", "train", "--epochs", "10000001"], "epochs"),
     (["detect", "train", "-d", "{t}/data.yaml", "lr0=inf"], "lr0"),

@@ -9,70 +9,13 @@ a text search that a relative import would pass:
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
+from code_graph import LIBRARY, TOP
+from code_graph import graph as _graph
+from code_graph import layer as _layer
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-LIBRARY = ("models", "data", "index", "export", "viz")
-# Above the library layer: nothing below may import these.
-TOP = ("cli", "recipes", "serve", "ui", "api")
 # The job-name packages hand unknown attributes to the Python API (kitaeru.index.build(...)):
 # the one upward import allowed, inside their package __init__ only.
 JOB_NAME_PACKAGES = {"kitaeru.index", "kitaeru.serve", "kitaeru.ui"}
-
-
-def _modules() -> dict[str, Path]:
-    out = {}
-    for path in (SRC / "kitaeru").rglob("*.py"):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        out[".".join(parts)] = path
-    return out
-
-
-def _type_checking_lines(tree: ast.AST) -> set[int]:
-    lines: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                lines.update(range(child.lineno, child.end_lineno + 1))
-    return lines
-
-
-def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The kitaeru modules ``name`` imports (a ``from pkg import name`` of a submodule counts as it)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip = _type_checking_lines(tree)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.Import, ast.ImportFrom)) or node.lineno in skip:
-            continue
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        else:
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
-        for target in targets:
-            while target and target not in modules:
-                target = target.rpartition(".")[0]
-            if target.startswith("kitaeru") and target != name:
-                found.add(target)
-    return found
-
-
-def _graph() -> dict[str, set[str]]:
-    modules = _modules()
-    return {name: _imports(name, path, modules) for name, path in modules.items()}
-
-
-def _layer(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else ""
 
 
 def test_layers_point_one_way():

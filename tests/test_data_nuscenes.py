@@ -11,7 +11,7 @@ import pytest
 from multimodal_helpers import build_nuscenes, write_can_bus
 
 from kitaeru.core.errors import DataError, MissingExtraError
-from kitaeru.data.nuscenes import CAN_BUS_COLUMNS, find_version, load_nuscenes
+from kitaeru.recipes.multimodal.nuscenes import CAN_BUS_COLUMNS, find_version, load_nuscenes
 
 HAS_DEVKIT = importlib.util.find_spec("nuscenes") is not None
 

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from kitaeru.data.sample_scenes import (
+from kitaeru.data.scenes import load_scene_folder
+from kitaeru.recipes.multimodal.sample_scenes import (
     SceneAttributes,
     describe_en,
     describe_ja,
@@ -15,7 +16,6 @@ from kitaeru.data.sample_scenes import (
     scene_timeseries,
     write_sample_scenes,
 )
-from kitaeru.data.scenes import load_scene_folder
 
 
 def _render(**overrides) -> np.ndarray:

@@ -7,7 +7,7 @@ import yaml
 from detect_helpers import copy_coco8
 
 from kitaeru.core.errors import DataError
-from kitaeru.recipes.detect.dataset import (
+from kitaeru.recipes.detect.data import (
     check_label_text,
     check_labels,
     label_path_for,
@@ -129,11 +129,11 @@ def test_cli_bad_inputs_are_one_line_errors(cli, coco8, tmp_path):
         (["--dataset", str(coco8), "--epoch", "3"], "No such option '--epoch'"),
         (["--dataset", str(coco8), "not_an_arg=1"], "unknown Ultralytics argument(s): not_an_arg"),
         (["--dataset", str(coco8), "lr0=abc"], "lr0"),
-        (["--dataset", str(coco8), "name=x"], "set by kitaeru"),
+        (["--dataset", str(coco8), "project=x"], "set by kitaeru"),  # name= is the run's --name
         (["--dataset", str(coco8), "--model", str(tmp_path / "none.pt")], "weights file not found"),
         (["--dataset", str(coco8), "--annotated-dir", str(tmp_path / "no-objects"), "--backgrounds-dir", str(tmp_path)],
          "--annotated-dir"),
-        (["--resume", str(tmp_path / "no-run")], "no such run folder"),
+        (["--resume", str(tmp_path / "no-run")], "no-run: not found (give latest or a run folder)"),
         ([], "--data-dir is required"),
     ]
     for args, message in cases:

@@ -7,7 +7,7 @@ import json
 import pytest
 from detect_helpers import copy_coco8
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 
 def test_cuda_run_plans_from_the_gpu_and_trains(shared_data, tmp_path, cli):

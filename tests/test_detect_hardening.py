@@ -112,7 +112,7 @@ def test_every_validation_image_unreadable_is_an_error_before_any_run_folder(sha
 def test_unreadable_image_reasons_are_plain_even_after_ultralytics_patched_pil(tmp_path):
     import ultralytics  # noqa: F401 - replaces PIL.Image.open process-wide
 
-    from kitaeru.recipes.detect.dataset import NOT_AN_IMAGE, image_problem
+    from kitaeru.recipes.detect.data import NOT_AN_IMAGE, image_problem
     from kitaeru.recipes.detect.evidence import _short
 
     garbage = tmp_path / "corrupt.jpg"
@@ -129,7 +129,7 @@ def test_unreadable_image_reasons_are_plain_even_after_ultralytics_patched_pil(t
 
 
 def test_an_unreadable_training_image_is_a_counted_skip_not_a_bad_label(shared_data, tmp_path):
-    from kitaeru.recipes.detect.dataset import check_labels, load_data_yaml
+    from kitaeru.recipes.detect.data import check_labels, load_data_yaml
 
     data = copy_coco8(shared_data, tmp_path)
     (data.parent / "images" / "train" / "broken.jpg").write_bytes(b"junk")
@@ -172,7 +172,7 @@ def test_gpu_lists_without_a_gpu_are_one_line_errors(device, coco8, tmp_path, cl
 def test_device_strings_are_checked_and_passed_to_ultralytics_as_written():
     from kitaeru.core.errors import ConfigError
     from kitaeru.recipes.detect.config import check_device, is_gpu_list
-    from kitaeru.recipes.detect.validate import ultralytics_device_arg
+    from kitaeru.recipes.detect.evaluation import ultralytics_device_arg
 
     for good in ("auto", "cpu", "mps", "cuda", "cuda:1", "0", "0,1", "-1", "-1,-1", "0,1,2,3"):
         check_device(good)
@@ -210,6 +210,7 @@ def test_sagemaker_gpus_become_ultralytics_ddp_devices(monkeypatch):
     assert sagemaker_device("auto") == "auto"
 
 
+@pytest.mark.slow
 def test_sagemaker_entry_trains_into_the_model_dir(shared_data, tmp_path, monkeypatch, capsys):
     """The estimator's entry point with the SageMaker environment simulated: channel = the dataset's folder."""
     import importlib.util

@@ -65,8 +65,8 @@ def test_ultralytics_style_key_values(cli):
 
 def test_presets_and_switches(cli):
     fast = printed_config(cli, "-d", "d.yaml", "--fast", "epochs=2")
-    assert fast["run_prefix"] == "fast" and fast["model"] == "yolov8n.pt" and fast["epochs"] == 2
-    assert printed_config(cli, "-d", "d.yaml")["run_prefix"] is None  # no preset, no preset's name
+    assert fast["name"] == "fast" and fast["model"] == "yolov8n.pt" and fast["epochs"] == 2
+    assert printed_config(cli, "-d", "d.yaml")["name"] is None  # no preset, no preset's name
     off = printed_config(cli, "-d", "d.yaml", "--no-oom-recovery", "--no-auto-scale", "--llrd", "--export", "onnx")
     assert (off["oom_recovery"], off["auto_scale"], off["llrd"], off["export"]) == (False, False, True, "onnx")
     r = cli("detect", "presets", "--json")
@@ -94,6 +94,7 @@ def test_wrong_paths_fail_before_any_heavy_import(tmp_path):
 # ---- training runs -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_names_increment_and_foreign_log_handlers_stay(work, coco8, cli):
     """Two runs of defaults: ``train`` then ``train2`` (never a preset's name), and a foreign
     StreamHandler subclass on Ultralytics' logger keeps its own stream through a real run."""
@@ -124,6 +125,7 @@ def test_run_names_increment_and_foreign_log_handlers_stay(work, coco8, cli):
         assert result["resume_command"] == f"kitaeru detect train --resume {out / name}"
 
 
+@pytest.mark.slow
 def test_json_result_on_stdout(work, coco8, cli):
     r = cli("detect", "train", "-d", coco8, "-o", work / "json", "--run-prefix", "smoke", *TINY, "--json")
     assert r.exit_code == 0, r.stderr
@@ -131,6 +133,7 @@ def test_json_result_on_stdout(work, coco8, cli):
     assert result["status"] == "completed" and Path(result["run_dir"]).name == "smoke"
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_with_the_resume_command_which_completes(work, coco8, cli, cli_interrupted):
     out = work / "ctrl-c"
     run_dir = out / "train"

@@ -77,14 +77,14 @@ def test_no_auto_scale_uses_the_competition_values():
 
 def test_presets_load_and_fast_wins_over_the_tier():
     competition = validate_preset(TrainConfig, RECIPE, "competition")
-    assert competition.run_prefix == "competition"
+    assert competition.name == "competition"
     assert (competition.train.optimizer, competition.train.lr0, competition.train.amp, competition.train.close_mosaic) == (
         "AdamW", 0.001, True, 10)
     # Each knob once: the plan knobs are top-level settings, left to the tier by this preset.
     assert all(competition.plan_value(k) is None for k in ("model", "batch", "imgsz", "workers", "cache", "epochs"))
     fast = validate_preset(TrainConfig, RECIPE, "fast")
     plan = plan_detect(fast.model_copy(update={"data_dir": "d.yaml"}), gpu(total_gb=48, free_gb=40))
-    assert fast.run_prefix == "fast"
+    assert fast.name == "fast"
     assert plan.values["model"] == "yolov8n.pt" and plan.values["epochs"] == 10
 
 

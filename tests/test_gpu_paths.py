@@ -4,7 +4,7 @@ Device tier and free memory, the free-memory batch formula against a real alloca
 autocast and channels-last in the image encoders, pinned-memory loading with non-blocking copies
 (``kitaeru embed`` on CUDA gives the CPU's vectors), TF32, Lightning ``bf16-mixed`` through
 ``trainer_device_kwargs``, and nvJPEG decoding against the CPU decoder. ``benchmarks/gpu/check.sh``
-runs these on the GPU host; the CPU fallback of ``kitaeru.data.gpu_decode`` is tested everywhere.
+runs these on the GPU host; the CPU fallback of ``kitaeru.recipes.embed.gpu_decode`` is tested everywhere.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def as_tensor(data: bytes) -> torch.Tensor:
 # ---- everywhere: the CPU fallback the dry run relies on -------------------------------------------
 def test_cpu_fallback_decodes_resizes_and_names_bad_files(tmp_path):
     from kitaeru.core.errors import DataError
-    from kitaeru.data.gpu_decode import JpegBatchDecoder, decode_jpegs, gpu_decode_available
+    from kitaeru.recipes.embed.gpu_decode import JpegBatchDecoder, decode_jpegs, gpu_decode_available
 
     assert not gpu_decode_available("cpu")
     paths = []
@@ -234,7 +234,7 @@ def test_lightning_trains_bf16_mixed_through_trainer_device_kwargs():
 @gpu
 def test_nvjpeg_batch_decode_matches_the_cpu_decoder():
     from kitaeru.core.errors import DataError
-    from kitaeru.data.gpu_decode import JpegBatchDecoder, decode_jpegs, gpu_decode_available
+    from kitaeru.recipes.embed.gpu_decode import JpegBatchDecoder, decode_jpegs, gpu_decode_available
 
     assert gpu_decode_available("cuda")
     files = [jpeg_bytes(1600, 900, seed=1), jpeg_bytes(1600, 900, seed=2, subsampling=0),

@@ -139,7 +139,7 @@ def test_lora_resume_cli_refuses_a_code_checkpoint(tmp_path, cli, shared_data, o
 @pytest.fixture(scope="module")
 def multimodal_run(tmp_path_factory):
     from kitaeru.cli import run
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
     root = tmp_path_factory.mktemp("mm")
     scenes = write_sample_scenes(root / "scenes", 12, seed=5)
@@ -158,7 +158,9 @@ def test_multimodal_checkpoints_are_data(multimodal_run):
     assert checkpoints, "the run wrote no Lightning checkpoint"
     for ckpt in checkpoints:
         assert torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    for projector in sorted(multimodal_run.glob("*_projector.pt")):
+    projectors = sorted(multimodal_run.glob("*_projector.pt"))
+    assert [p.name for p in projectors] == ["image_projector.pt", "text_projector.pt"]
+    for projector in projectors:
         assert set(torch.load(projector, map_location="cpu", weights_only=True)) == {"weight", "bias"}
 
 

@@ -213,7 +213,7 @@ def test_scene_image_decoder_reads_or_refuses(tmp_path_factory, w, h, mode):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(w=st.integers(1, 400), h=st.integers(1, 400), mode=st.sampled_from(READER_MODES))
 def test_detect_dataset_scan_accepts_or_names_the_problem(tmp_path_factory, w, h, mode):
-    from kitaeru.recipes.detect.dataset import image_problem
+    from kitaeru.recipes.detect.data import image_problem
 
     path = tmp_path_factory.mktemp("yolo") / f"img.{_format_for(mode).lower()}"
     path.write_bytes(_encode(_image(mode, w, h), _format_for(mode)))
@@ -225,7 +225,7 @@ def test_detect_dataset_scan_accepts_or_names_the_problem(tmp_path_factory, w, h
 
 
 def test_detect_dataset_scan_names_a_corrupt_file_plainly(tmp_path):
-    from kitaeru.recipes.detect.dataset import image_problem
+    from kitaeru.recipes.detect.data import image_problem
 
     (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
     problem = image_problem(tmp_path / "junk.jpg")

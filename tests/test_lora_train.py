@@ -50,6 +50,7 @@ def _result(run_dir: Path) -> dict:
     return json.loads((run_dir / "training_result.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_epochs_leave_the_evidence_checkpoints_and_adapter(runs):
     import torch
     from safetensors.torch import load_file
@@ -92,6 +93,7 @@ def test_two_epochs_leave_the_evidence_checkpoints_and_adapter(runs):
     assert not list(lora.glob(".tmp*"))
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_adapter_as_a_straight_run(runs, cli):
     from safetensors.torch import load_file
 
@@ -113,6 +115,7 @@ def test_resumed_run_ends_with_the_same_adapter_as_a_straight_run(runs, cli):
     assert _result(runs["half"])["status"] == "completed" and _result(runs["half"])["epochs_completed"] == 4
 
 
+@pytest.mark.slow
 def test_final_adapter_reloads_into_a_fresh_pipeline_and_changes_its_output(runs, tiny):
     import numpy as np
     import torch
@@ -131,6 +134,7 @@ def test_final_adapter_reloads_into_a_fresh_pipeline_and_changes_its_output(runs
     assert np.abs(before - after).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_other_training_options_run(tiny, dataset, tmp_path, cli, one_compute_thread):
     result = cli("lora", "train", "-d", dataset, "--pretrained-model", tiny, "-o", tmp_path, *COMMON, "--epochs", "1",
                  "--no-cache-latents", "--random-flip", "--no-center-crop", "--snr-gamma", "5", "--noise-offset", "0.05",
@@ -158,6 +162,7 @@ def test_other_training_options_run(tiny, dataset, tmp_path, cli, one_compute_th
     assert used.exit_code == 2 and "--resume" in used.stderr and "--exist-ok" in used.stderr
 
 
+@pytest.mark.slow
 def test_out_of_memory_ladder_resumes_from_the_last_checkpoint(tiny, dataset, tmp_path, cli, one_compute_thread):
     import torch
 
@@ -167,8 +172,8 @@ def test_out_of_memory_ladder_resumes_from_the_last_checkpoint(tiny, dataset, tm
     seen = []
 
     def simulated_oom(step: int, plan: dict) -> None:
-        seen.append((step, plan["batch"], plan["gradient_checkpointing"]))
-        if step == 3 and plan["batch"] == 2:
+        seen.append((step, plan["batch_size"], plan["gradient_checkpointing"]))
+        if step == 3 and plan["batch_size"] == 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         if step == 5 and not plan["gradient_checkpointing"]:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -179,7 +184,7 @@ def test_out_of_memory_ladder_resumes_from_the_last_checkpoint(tiny, dataset, tm
     steps = result["oom_recoveries"]
     assert [s["step"] for s in steps] == ["halve_batch", "gradient_checkpointing"]
     assert "batch 2 -> 1" in steps[0]["change"] and "gradient accumulation 1 -> 2" in steps[0]["change"]
-    assert result["plan"] == {"batch": 1, "gradient_accumulation": 2, "gradient_checkpointing": True, "resolution": 32}
+    assert result["plan"] == {"batch_size": 1, "gradient_accumulation": 2, "gradient_checkpointing": True, "resolution": 32}
     assert result["steps"] == 6  # the effective batch was kept
     # Each recovery continued from checkpoint-2 and checkpoint-4, not from step 0.
     assert [s for s, _, _ in seen] == [1, 2, 3, 3, 4, 5, 5, 6]
@@ -229,6 +234,7 @@ def test_bad_data_is_a_one_line_error_and_leaves_no_run(tiny, shared_data, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_with_the_resume_command_that_completes(tiny, dataset, tmp_path, cli_interrupted, cli,
                                                                  one_compute_thread):
     run_dir = tmp_path / "train"

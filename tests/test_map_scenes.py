@@ -17,7 +17,7 @@ SCENES = 30
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory):
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
     from kitaeru.data.scenes import load_scene_folder
     from kitaeru.data.vector_db import VectorDB
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from guards import guard, wait_until
 
-from kitaeru.data.sample_scenes import write_sample_scenes
+from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
 
 def _ignore_sigint() -> None:

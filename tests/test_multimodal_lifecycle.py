@@ -17,7 +17,7 @@ import pytest
 from guards import kitaeru_with_import_probe
 from multimodal_helpers import seed_cache
 
-from kitaeru.data.sample_scenes import write_sample_scenes
+from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
 SMALL = ["--embed-dim", "16", "--val-fraction", "0.25"]
 
@@ -50,6 +50,7 @@ def _rows(out) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_aliases_overrides_and_json(quick_run):
     out, printed = quick_run["out"], quick_run["json"]
     assert printed["status"] == "completed" and printed["epochs_completed"] == 2  # epochs=2 (key=value)
@@ -75,6 +76,7 @@ def test_print_config_resolves_preset_flags_and_overrides(cli, tmp_path):
     assert r.exit_code == 2 and "did you mean epochs" in r.stderr
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_used_output_folder_is_refused(cli, quick_run, scene_dir):
     out = quick_run["out"]
     weights = {p: p.read_bytes() for p in (out / "weights").glob("*.ckpt")}
@@ -86,6 +88,7 @@ def test_used_output_folder_is_refused(cli, quick_run, scene_dir):
     assert (out / "training_result.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # trains a run
 def test_exist_ok_starts_the_folder_over(cli, quick_run, scene_dir, tmp_path):
     import shutil
 
@@ -97,6 +100,7 @@ def test_exist_ok_starts_the_folder_over(cli, quick_run, scene_dir, tmp_path):
     assert _result(out)["epochs_completed"] == 1 and [int(r["epoch"]) for r in _rows(out)] == [0, 1]
 
 
+@pytest.mark.slow  # trains (and resumes) a run
 def test_ctrl_c_exits_130_and_the_printed_command_resumes(cli, cli_interrupted, quick_run, scene_dir, tmp_path):
     out = tmp_path / "run"
     seed_cache(quick_run["out"], out)  # no encoder needed: the run reaches its epochs at once

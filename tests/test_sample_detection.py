@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from kitaeru.data.sample_detection import CLASSES, write_sample_detection
+from kitaeru.recipes.detect.sample_detection import CLASSES, write_sample_detection
 
 
 def _boxes(label_file: Path, size: int) -> list[tuple[int, float, float, float, float]]:

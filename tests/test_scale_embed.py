@@ -99,7 +99,7 @@ def test_spark_job_writes_the_one_process_rows(cli, spark, images, reference, tm
 
 
 def test_webdataset_tar_shards_as_input(cli, images, reference, tmp_path):
-    from kitaeru.data.webdataset import expand_braces, write_shards
+    from kitaeru.recipes.embed.webdataset import expand_braces, write_shards
     from kitaeru.recipes.embed.data import list_images
 
     shards = write_shards(list_images(str(images)), tmp_path / "shards", per_shard=5)

@@ -65,7 +65,7 @@ def test_environment_to_command_line():
 
 @pytest.mark.slow
 def test_multimodal_outputs_land_in_the_model_dir(entry, sagemaker, capsys):
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
     channel, model = sagemaker
     write_sample_scenes(channel, 16, seed=3)
@@ -77,6 +77,7 @@ def test_multimodal_outputs_land_in_the_model_dir(entry, sagemaker, capsys):
     assert (model / "vector_db.json").is_file() and (model / "weights" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow  # a whole training run, like the multimodal one above
 def test_docclass_outputs_land_in_the_model_dir(entry, sagemaker, capsys):
     from kitaeru.recipes.docclass.sample_documents import generate_documents
 
@@ -90,6 +91,7 @@ def test_docclass_outputs_land_in_the_model_dir(entry, sagemaker, capsys):
     assert (runs[0] / "weights" / "best.ckpt").is_file()
 
 
+@pytest.mark.slow  # a whole training run, like the multimodal one above
 def test_lora_outputs_land_in_the_model_dir(entry, sagemaker, shared_data, capsys):
     from kitaeru.recipes.lora.data import prepare_dataset
     from kitaeru.recipes.lora.tiny_pipeline import write_tiny_pipeline

@@ -42,7 +42,7 @@ def test_silent_run_folder_writes_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_multimodal_two_process_ddp(cli, cli_subprocess, tmp_path):
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
 
     scenes = write_sample_scenes(tmp_path / "scenes", 32, seed=3)
     common = ["multimodal", "train", "-d", scenes, "--epochs", "3", "--learning-rate", "0.002", "--embed-dim", "32",

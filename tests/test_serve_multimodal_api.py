@@ -38,7 +38,7 @@ def output(tmp_path_factory):
     import torch
 
     from kitaeru.data.images import open_image
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
     from kitaeru.data.scenes import load_scene_folder
     from kitaeru.data.vector_db import VectorDB
     from kitaeru.models.projectors import create_projector

@@ -37,7 +37,7 @@ def _run(*args) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_sd, prepared_floorplans, one_compute_thread) -> Path:
     """One folder of runs: multimodal (its scenes inside the folder), docclass, lora with validation images."""
-    from kitaeru.data.sample_scenes import write_sample_scenes
+    from kitaeru.recipes.multimodal.sample_scenes import write_sample_scenes
     from kitaeru.recipes.docclass.sample_documents import generate_documents
 
     root = tmp_path_factory.mktemp("ui") / "runs"

@@ -13,7 +13,7 @@ records its error and the check goes on; the JSON is rewritten after every secti
 * ``embed``       ViT-L/14 (OpenCLIP architecture, random init) over generated 1600×900 JPEGs:
   model-only ceiling (random tensors, bf16, channels-last), the plain open_clip loop (PIL decode,
   its preprocess, fp32), CPU draft decoding in worker processes, nvJPEG decoding on the GPU
-  (``kitaeru.data.gpu_decode``), and ``kitaeru embed`` itself with its nvJPEG decoding and with
+  (``kitaeru.recipes.embed.gpu_decode``), and ``kitaeru embed`` itself with its nvJPEG decoding and with
   ``--no-gpu-decode`` (``kitaeru_embed_gpu_decode_speedup``) — images/s for each, end to end;
 * ``lora``        a UNet with the Stable Diffusion 2.1 base architecture (random init) at 512 px
   (64×64 cached latents), bf16, PEFT LoRA r=4: seconds/step and peak memory with and without
@@ -350,7 +350,7 @@ def section_embed(ctx: dict, res: dict, save) -> None:
     import open_clip
     import torch
 
-    from kitaeru.data.gpu_decode import JpegBatchDecoder, gpu_decode_available, read_bytes
+    from kitaeru.recipes.embed.gpu_decode import JpegBatchDecoder, gpu_decode_available, read_bytes
 
     s = ctx["sizes"]
     cuda = ctx["cuda"]
@@ -803,7 +803,7 @@ def section_docclass(ctx: dict, res: dict, save) -> None:
     data = config.get("data") or {}
     tr = ev.get("training_result") or {}
     plan = (tr.get("resources") or {}).get("final_plan") or {}
-    batch = plan.get("batch") or (config.get("train") or {}).get("batch_size") or s["batch"]
+    batch = plan.get("batch_size") or plan.get("batch") or (config.get("train") or {}).get("batch_size") or s["batch"]
     try:
         classes = (data.get("sample_templates") or 0) * len(data.get("rotations") or [0]) * len(data.get("flips") or ["none"])
         samples = classes * int(data.get("train_samples_per_class") or 0)

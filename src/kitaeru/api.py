@@ -4,7 +4,7 @@ line is generated from, and run the same way.
     import kitaeru
     result = kitaeru.multimodal.train(use_sample_data=True, epochs=2, output_dir="runs/q")
     kitaeru.detect.predict(model="runs/detect/train/weights/best.pt", source="images/")
-    kitaeru.embed.embed(image_dir="photos", out="emb.parquet")  # a one-command job: its mode has its name
+    kitaeru.embed.embed(image_dir="photos", output="emb.parquet")  # a one-command job: its mode has its name
     help(kitaeru.detect.train)                              # every option with its help
 
 A call resolves its config as the command does — defaults < preset (``cfg_name=`` or ``config=``) <

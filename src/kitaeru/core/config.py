@@ -169,6 +169,12 @@ def resolve_key(schema: type[BaseModel], key: str, *, passthrough: str | None = 
     head, dot, rest = normal.partition(".")
     if head in aliases:
         return aliases[head] + (dot + rest if dot else "")
+    # An old spelling inside a section (``optim.lr`` for ``optim.learning_rate``) keeps working.
+    parent, _, leaf = normal.rpartition(".")
+    inner = section_schema(paths[parent].annotation) if parent in paths else None
+    for name, info in (inner.model_fields.items() if inner is not None else ()):
+        if leaf in (alias.replace("-", "_") for alias in cli_meta(info)["aliases"]):
+            return f"{parent}.{name}"
     if passthrough is not None:
         return f"{passthrough}.{key}"
     known = sorted(set(paths) | set(aliases))

@@ -71,13 +71,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
 Step = Callable[[Plan], "tuple[Plan, str] | None"]
 
 
-def halve_batch(min_batch: int = 4) -> Step:
+def halve_batch(min_batch: int = 4, key: str = "batch") -> Step:
     def step(plan: Plan):
-        batch = int(plan.get("batch", 0) or 0)
+        batch = int(plan.get(key, 0) or 0)
         if batch <= min_batch:
             return None
         new = max(min_batch, batch // 2)
-        return {**plan, "batch": new}, f"batch {batch} -> {new}"
+        return {**plan, key: new}, f"{key} {batch} -> {new}"
 
     step.__name__ = "halve_batch"
     return step

@@ -143,6 +143,8 @@ class RunLayout:
     # A given name numbered when taken (Ultralytics' ``name=``: exp, exp2 ...) instead of used exactly
     # (refused when it holds a run, unless ``--exist-ok``).
     numbered_names: bool = False
+    # The file ``is_run`` looks for, named when a folder is refused as a run folder.
+    marker: str = CONFIG_YAML
 
 
 def find_run(reference: str, root: str | os.PathLike, layout: RunLayout) -> Path:
@@ -162,7 +164,7 @@ def find_run(reference: str, root: str | os.PathLike, layout: RunLayout) -> Path
         raise ConfigError(f"--resume {reference}: not found (give latest or a run folder)")
     folder = layout.locate(path) if layout.locate is not None else path
     if not folder.is_dir() or not layout.is_run(folder):
-        raise ConfigError(f"--resume {reference}: {folder} is not a {layout.what} run folder (no {CONFIG_YAML})")
+        raise ConfigError(f"--resume {reference}: {folder} is not a {layout.what} run folder (no {layout.marker})")
     return folder
 
 

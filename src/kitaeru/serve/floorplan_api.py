@@ -73,35 +73,15 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
     from fastapi import APIRouter, HTTPException, Request as HttpRequest
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse
-    from pydantic import BaseModel, Field, create_model
 
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     prune_images(image_dir, ttl_s=image_ttl_s, keep=max_images)
     lock = threading.Lock()
-    default_steps = min(default_steps, max_steps)  # a request without steps never gets more than the server allows
-
-    # strict: JSON ``true`` or ``2.0`` is not a cell count (the schema says integer)
-    Request: type[BaseModel] = create_model(
-        "FloorPlanRequest",
-        width=(int, Field(..., ge=1, le=max_cells, strict=True, description="Plan width in grid cells.")),
-        height=(int, Field(..., ge=1, le=max_cells, strict=True, description="Plan height in grid cells.")),
-        steps=(int, Field(default_steps, ge=1, le=max_steps, strict=True, description="Denoising steps.")),
-        seed=(Optional[int], Field(default_seed, ge=0, le=2**32 - 1, strict=True,
-                                   description="Seed (random when not given).")),
-    )
-
-    class Answer(BaseModel):
-        imageUrl: str
-        width: int
-        height: int
-        steps: int
-        seed: int
-
+    # a request without steps never gets more than the server allows
+    Request = _request_model(max_cells, max_steps, min(default_steps, max_steps), default_seed)
+    Answer = _answer_model()
     router = APIRouter()
-    # the same one-line error body as the search API (kitaeru.serve.app.ErrorBody)
-    error = {"content": {"application/json": {"schema": {
-        "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}}
 
     def generate_and_save(request: Any, seed: int, cancelled: threading.Event) -> str:
         """In a worker thread: generate, write the PNG atomically, expire old ones; the file name."""
@@ -110,26 +90,14 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
             image = generate_fn(request.width, request.height, request.steps, seed)
         finally:
             _running.cancelled = None
-        if isinstance(image, (list, tuple)):
-            image = image[0]
-        if isinstance(image, dict):
-            image = image["image"]
-        name = f"{uuid.uuid4().hex}.png"
-        tmp = image_dir / f".{name}.tmp.png"
-        try:
-            image.save(tmp)
-            os.replace(tmp, image_dir / name)
-        finally:
-            tmp.unlink(missing_ok=True)
-        prune_images(image_dir, ttl_s=image_ttl_s, keep=max_images)
-        return name
+        return _save_image(image, image_dir, ttl_s=image_ttl_s, keep=max_images)
 
     # ``async`` so it can watch the connection while the generation runs in the thread pool; the lock
     # keeps a second request from starting a second generation, and is released only once the
     # worker has really stopped (a GPU holds one pipeline).
     @router.post("/api/generate-floor-plan", response_model=Answer, responses={
-        422: {"description": "Invalid parameter", **error}, 429: {"description": "Busy generating", **error},
-        499: {"description": "Client went away (generation cancelled)", **error}})
+        422: {"description": "Invalid parameter", **_ERROR}, 429: {"description": "Busy generating", **_ERROR},
+        499: {"description": "Client went away (generation cancelled)", **_ERROR}})
     async def generate_floor_plan(request: Request, http: HttpRequest) -> Answer:  # type: ignore[valid-type]
         if not lock.acquire(blocking=False):
             raise HTTPException(status_code=429, detail="a floor plan is being generated; try again shortly")
@@ -137,10 +105,7 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
         try:
             seed = request.seed if request.seed is not None else int.from_bytes(os.urandom(4), "little")
             work = asyncio.ensure_future(run_in_threadpool(generate_and_save, request, seed, cancelled))
-            while not work.done():
-                await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
-                if not work.done() and not cancelled.is_set() and await http.is_disconnected():
-                    cancelled.set()  # the pipeline stops at its next step; we still wait for it
+            await _wait_or_cancel(work, http, cancelled)
             try:
                 name = work.result()
             except GenerationCancelled:
@@ -152,7 +117,7 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
 
     @router.get(image_route + "/{name}", responses={
         200: {"description": "The floor plan", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
-        404: {"description": "Not found", **error}, 422: {"description": "Invalid parameter", **error}})
+        404: {"description": "Not found", **_ERROR}, 422: {"description": "Invalid parameter", **_ERROR}})
     def floor_plan_image(name: str):
         if not IMAGE_NAME.match(name) or not (image_dir / name).is_file():
             raise HTTPException(status_code=404, detail="no such floor plan")
@@ -160,6 +125,65 @@ def floorplan_router(generate_fn: GenerateFn, image_dir: str | os.PathLike, *, m
 
     router.busy = lock.locked  # type: ignore[attr-defined] - for health endpoints and tests
     return router
+
+
+# the same one-line error body as the search API (kitaeru.serve.app.ErrorBody)
+_ERROR = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}}}}
+
+
+def _request_model(max_cells: int, max_steps: int, default_steps: int, default_seed: Optional[int]):
+    """The request body, bounded by the server's limits (out of bounds: 422)."""
+    from pydantic import Field, create_model
+
+    # strict: JSON ``true`` or ``2.0`` is not a cell count (the schema says integer)
+    return create_model(
+        "FloorPlanRequest",
+        width=(int, Field(..., ge=1, le=max_cells, strict=True, description="Plan width in grid cells.")),
+        height=(int, Field(..., ge=1, le=max_cells, strict=True, description="Plan height in grid cells.")),
+        steps=(int, Field(default_steps, ge=1, le=max_steps, strict=True, description="Denoising steps.")),
+        seed=(Optional[int], Field(default_seed, ge=0, le=2**32 - 1, strict=True,
+                                   description="Seed (random when not given).")),
+    )
+
+
+def _answer_model():
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        imageUrl: str
+        width: int
+        height: int
+        steps: int
+        seed: int
+
+    return Answer
+
+
+def _save_image(image: Any, image_dir: Path, *, ttl_s: float, keep: int) -> str:
+    """Write what ``generate_fn`` returned as a PNG under a random name, atomically; expire old ones."""
+    if isinstance(image, (list, tuple)):
+        image = image[0]
+    if isinstance(image, dict):
+        image = image["image"]
+    name = f"{uuid.uuid4().hex}.png"
+    tmp = image_dir / f".{name}.tmp.png"
+    try:
+        image.save(tmp)
+        os.replace(tmp, image_dir / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+    prune_images(image_dir, ttl_s=ttl_s, keep=keep)
+    return name
+
+
+async def _wait_or_cancel(work: "asyncio.Future", http: Any, cancelled: threading.Event) -> None:
+    """Wait for ``work``; once the client has gone, set ``cancelled`` (the pipeline stops at its next
+    step) and still wait for the worker to really stop."""
+    while not work.done():
+        await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+        if not work.done() and not cancelled.is_set() and await http.is_disconnected():
+            cancelled.set()
 
 
 def pipeline_generate_fn(pipe: Any, *, guidance: float = 7.5, prompt: Optional[str] = None,

@@ -7,7 +7,7 @@
 * ``jobs``: starts a training as ``kitaeru <recipe> train ...``, tails its log, stops it with SIGINT,
   tells its final state and resumes it.
 * ``curves``: x axes, smoothing, y ranges and config differences behind the curves.
-* ``maps``: the scene map of a multimodal output or a ``kitaeru map --json-out`` document, selections
+* ``maps``: the scene map of a multimodal output or a ``kitaeru map --output-json`` document, selections
   as rows, and the search backends of ``kitaeru serve`` behind it.
 * ``app`` (the Runs page and the sidebar; ``streamlit run`` executes it), ``page_*`` and ``widgets``:
   the pages.

@@ -5,7 +5,7 @@ Two kinds of map under the roots, both with coordinates already computed (nothin
 * a multimodal output (``scenes_with_umap.json``, else ``vector_db.json``): one point per scene, its
   ``umap_coords``, metadata (time, weather, location, ...) to colour by; searched with
   :class:`kitaeru.serve.multimodal_backend.MultimodalBackend`, the code behind ``kitaeru serve``;
-* a ``kitaeru map --json-out`` document (``"format": "kitaeru-map/1"``) of an embed output; searched
+* a ``kitaeru map --output-json`` document (``"format": "kitaeru-map/1"``) of an embed output; searched
   through a Faiss index under the roots (``kitaeru serve --index``'s backend) when one is chosen.
 """
 

@@ -41,7 +41,7 @@ def page_map(roots: R.Roots) -> None:
     sources = M.find_map_sources(roots)
     if not sources:
         st.info("No map yet: train a multimodal model (its output has scenes_with_umap.json) or write one with "
-                "`kitaeru map --embeddings ... --json-out coords.json` into a run folder.")
+                "`kitaeru map --embeddings ... --output-json coords.json` into a run folder.")
         return
     labels = [s.name for s in sources]
     pick, paint = st.columns(2)

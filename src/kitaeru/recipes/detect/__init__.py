@@ -3,7 +3,7 @@
 The story of a detector, in the order a user meets it:
 
 1. **train** (:func:`train`, :mod:`.training`): the ``data.yaml`` and every label file are checked
-   (:mod:`.dataset`); copy-paste synthetic images are added when objects and backgrounds are given
+   (:mod:`.data`); copy-paste synthetic images are added when objects and backgrounds are given
    (:mod:`.copy_paste`); the GPU tier (or ``--gpu-tier``) and free GPU memory decide model, batch
    size, image size, workers, cache, epochs and patience unless set (:mod:`.plan`); Ultralytics
    trains inside an out-of-memory ladder that resumes from ``last.pt`` (:mod:`.session`), with
@@ -11,11 +11,11 @@ The story of a detector, in the order a user meets it:
    and callback API (:mod:`.ultralytics_trainer`, :mod:`.llrd`) and a TensorBoard server
    (:mod:`.tensorboard_server`). The run folder is ``<output-dir>/train`` (``train2``, ...); Ctrl-C
    ends it ``interrupted`` with the command that resumes it.
-2. **val** (:func:`val`, :mod:`.validate`): mAP50, mAP50-95, precision and recall of a model on a
+2. **val** (:func:`val`, :mod:`.evaluation`): mAP50, mAP50-95, precision and recall of a model on a
    split.
-3. **predict** (:func:`predict`, :mod:`.prediction`): a ``.pt`` or exported ``.onnx`` over images;
+3. **predict** (:func:`predict`, :mod:`.inference`): a ``.pt`` or exported ``.onnx`` over images;
    annotated images and YOLO txt labels.
-4. **export** (:func:`export`, :mod:`.onnx_export`): ONNX, checked against PyTorch with onnxruntime on
+4. **export** (:func:`export`, :mod:`.export`): ONNX, checked against PyTorch with onnxruntime on
    a real image.
 
 Ultralytics runs offline and private (:mod:`.ultralytics_env`, which also lists every patch
@@ -36,14 +36,13 @@ from .config import ExportConfig, PredictConfig, TrainConfig, ValConfig
 def train(config: TrainConfig) -> dict[str, Any]:
     """Fine-tune (or, with ``--resume``, continue; with ``--validate-only``, only validate)."""
     if config.validate_only:
-        from .validate import val_config_from_train
+        from .evaluation import val_config_from_train
 
         return val(val_config_from_train(config))
     if config.resume:
         from .training import resume_detector
 
-        given = config.model_dump(exclude_defaults=True)
-        return resume_detector(config.resume, given).result
+        return resume_detector(config).result
     from .training import train_detector
 
     return train_detector(config).result
@@ -51,28 +50,28 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def val(config: ValConfig) -> dict[str, Any]:
     """Validate a model on a split of a YOLO dataset."""
-    from .validate import validate_model
+    from .evaluation import validate_model
 
     return validate_model(config).result
 
 
 def predict(config: PredictConfig) -> dict[str, Any]:
     """Detect objects in images; write annotated images and YOLO txt labels."""
-    from .prediction import predict_images
+    from .inference import predict_images
 
     return predict_images(config)
 
 
 def export(config: ExportConfig) -> dict[str, Any]:
     """Export trained weights to ONNX, checked with onnxruntime."""
-    from .onnx_export import export_model
+    from .export import export_model
 
     return export_model(config)
 
 
 def _check_train(config: TrainConfig) -> None:
     if config.validate_only:
-        from .validate import check_val, val_config_from_train
+        from .evaluation import check_val, val_config_from_train
 
         check_val(val_config_from_train(config))
         return
@@ -82,19 +81,19 @@ def _check_train(config: TrainConfig) -> None:
 
 
 def _check_val(config: ValConfig) -> None:
-    from .validate import check_val
+    from .evaluation import check_val
 
     check_val(config)
 
 
 def _check_predict(config: PredictConfig) -> None:
-    from .prediction import check_predict
+    from .inference import check_predict
 
     check_predict(config)
 
 
 def _check_export(config: ExportConfig) -> None:
-    from .onnx_export import check_export
+    from .export import check_export
 
     check_export(config)
 
@@ -102,7 +101,7 @@ def _check_export(config: ExportConfig) -> None:
 def write_sample_detection(out: str, *, train: int = 160, val: int = 40, image_size: int = 160, seed: int = 0):
     """The built-in detection sample (drawn shapes in YOLO layout) written to a folder; returns its
     data.yaml (``kitaeru sample detection``)."""
-    from kitaeru.data.sample_detection import write_sample_detection as write
+    from kitaeru.recipes.detect.sample_detection import write_sample_detection as write
 
     return write(out, train=train, val=val, image_size=image_size, seed=seed)
 
@@ -112,7 +111,7 @@ def _summary(module: str):
         import importlib
 
         if result.get("split") and module == "training":  # train --validate-only
-            importlib.import_module(f"{__name__}.validate").print_summary(result)
+            importlib.import_module(f"{__name__}.evaluation").print_summary(result)
             return
         importlib.import_module(f"{__name__}.{module}").print_summary(result)
 
@@ -141,7 +140,7 @@ RECIPE = Recipe(
             help="Validate a model on a split of a YOLO dataset: mAP50, mAP50-95, precision, recall "
                  "(validation_result.json in <output-dir>/val).",
             examples=["kitaeru detect val --model models/finetuned/train/weights/best.pt --data-dir data.yaml"],
-            summary=_summary("validate"), check=_check_val, aliases=("validate",), passthrough_field="ultralytics",
+            summary=_summary("evaluation"), check=_check_val, aliases=("validate",), passthrough_field="ultralytics",
         ),
         Mode(
             "predict", PredictConfig, predict,
@@ -149,13 +148,13 @@ RECIPE = Recipe(
                  "<output-dir>/predict.",
             examples=["kitaeru detect predict --model models/finetuned/train/weights/best.pt --source images/",
                       "kitaeru detect predict --model best.onnx --source photo.jpg --conf 0.4"],
-            summary=_summary("prediction"), check=_check_predict, passthrough_field="ultralytics",
+            summary=_summary("inference"), check=_check_predict, passthrough_field="ultralytics",
         ),
         Mode(
             "export", ExportConfig, export,
             help="Export trained weights to ONNX and check onnxruntime against PyTorch on a real image.",
             examples=["kitaeru detect export --model models/finetuned/train/weights/best.pt --format onnx"],
-            summary=_summary("onnx_export"), check=_check_export,
+            summary=_summary("export"), check=_check_export,
         ),
     ],
 )

@@ -2,7 +2,7 @@
 
 Each knob is declared once, here, with its command-line spellings (the guides' ``-d/--dataset``,
 ``-o/--output``, ``--batch``, ``--imgsz`` stay as aliases of ``--data-dir``, ``--output-dir``,
-``--batch-size``, ``--image-size``).
+``--batch-size``, ``--image-size``; the earlier ``--run-prefix`` of ``--name``).
 
 Where a training run's resource knobs (model, batch size, image size, workers, cache, epochs,
 patience) come from, later wins:
@@ -14,28 +14,31 @@ patience) come from, later wins:
    from a preset (``--fast``, ``--cfg-name``, ``--config``), a flag or ``key=value``; a
    ``key=value`` that is not a field (``lr0=0.01``) goes to Ultralytics as a training argument.
 
-``train:`` holds Ultralytics' other training settings (optimizer, augmentation); a ``key=value``
-Ultralytics argument wins over it. Light imports only: the CLI imports this module for ``--help``.
+``train:`` holds Ultralytics' other training settings (optimizer, augmentation) under Ultralytics'
+own names (``lr0``, ``amp`` ...), handed to it as they are; a ``key=value`` Ultralytics argument
+wins over it. Light imports only: the CLI imports this module for ``--help``.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from kitaeru.core.config import MAX_IMAGE_SIZE, Epochs, RecipeConfig, RunName, setting
+from kitaeru.core.config import MAX_IMAGE_SIZE, Epochs, RecipeConfig, RunName, resolve_key, setting
 from kitaeru.core.device import GpuTier
+from kitaeru.core.run_dirs import RESULT_JSON
+from kitaeru.core.run_setup import RunLayout
 from kitaeru.core.tracking import TrackingSettings, tracking_section
 
 RECIPE = "detect"
 
-# The knobs a resource plan decides (and the OOM ladder turns), by Ultralytics' names ...
+# The knobs a resource plan decides (and the OOM ladder turns), by the names Ultralytics takes them
+# under; the TrainConfig field that sets each has that name or declares it as an alias (batch ->
+# batch_size, imgsz -> image_size), so the schema alone says which field is which knob.
 PLAN_KEYS = ("model", "batch", "imgsz", "workers", "cache", "epochs", "patience")
-# ... and the config field that sets each.
-PLAN_FIELDS = {"model": "model", "batch": "batch_size", "imgsz": "image_size", "workers": "workers",
-               "cache": "cache", "epochs": "epochs", "patience": "patience"}
 
 # The guide's tier table: VRAM class -> what fits and trains well.
 TIER_TABLE: dict[GpuTier, dict[str, Any]] = {
@@ -66,6 +69,28 @@ MODEL_CHAIN: dict[str, str] = {"yolov8x": "yolov8l", "yolov8l": "yolov8m", "yolo
 IMAGE_SIZES = (1280, 1024, 800, 640, 480, 320)
 
 DEFAULT_OUTPUT = "models/finetuned"
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / RESULT_JSON).is_file()
+
+
+def _run_of(path: Path) -> Path:
+    """What ``--resume`` may name besides a run folder: a ``.pt`` of the run (``weights/last.pt``)."""
+    path = path.resolve()
+    if path.is_file() and path.name.endswith(".pt"):
+        return path.parent.parent if path.parent.name == "weights" else path.parent
+    return path
+
+
+# How detect's training runs sit on disk: <output-dir>/train, train2 ... (a given name is numbered
+# the same way, as Ultralytics' name= is); --resume latest finds the newest unfinished one, and a
+# resumed run keeps the data, model and epochs Ultralytics' checkpoint was made with.
+TRAIN_RUNS = RunLayout(
+    recipe=RECIPE, what="detect", is_run=_is_run, locate=_run_of, default_name="train", unfinished_only=True,
+    pinned={"data_dir": "--data-dir", "model": "--model", "epochs": "--epochs"}, name_setting="--name",
+    numbered_names=True, marker=RESULT_JSON,
+)
 
 TierName = Literal["low", "medium", "high", "workstation", "cpu"]
 
@@ -153,7 +178,7 @@ def is_gpu_list(device: str) -> bool:
 
 def check_device(device: str) -> None:
     """Refuse (one line naming ``--device``) a value neither torch's names nor Ultralytics' GPU list;
-    whether the GPUs exist is checked when torch is loaded (:func:`.validate.resolve_detect_device`)."""
+    whether the GPUs exist is checked when torch is loaded (:func:`.evaluation.resolve_detect_device`)."""
     from kitaeru.core.errors import ConfigError
 
     value = str(device).strip().lower()
@@ -173,6 +198,10 @@ def _device_text(value: Any) -> Any:
 DeviceText = Annotated[str, BeforeValidator(_device_text)]
 
 
+# Settings renamed to the vocabulary every recipe shares: earlier spelling -> field.
+EARLIER_NAMES = {"run_prefix": "name"}
+
+
 class TrainConfig(RecipeConfig):
     """``kitaeru detect train``: YOLOv8 fine-tuning on Ultralytics."""
 
@@ -181,8 +210,10 @@ class TrainConfig(RecipeConfig):
         None, "Base model: .pt weights, a .yaml architecture for random init, or a name such as yolov8m (default: from the GPU tier).",
         short="-m")
     output_dir: str = _output_dir("the run folder (train, train2, ... or the preset's name)")
-    run_prefix: Optional[RunName] = setting(None, "Name of the run folder (default: the preset's name, else 'train'); numbered 2, 3, ... when taken.",
-                                        min_length=1)
+    # ``name`` as in Ultralytics' ``name=``; ``run_prefix`` (its earlier spelling) stays accepted on the
+    # command line, in YAML files and in the config.yaml of runs saved before the rename (below).
+    name: Optional[RunName] = setting(None, "Name of the run folder (default: the preset's name, else 'train'); numbered 2, 3, ... when taken.",
+                                      aliases=["run-prefix"], min_length=1)
     epochs: Optional[Epochs] = setting(None, "Epochs (default: from the GPU tier).")
     batch_size: Optional[int] = setting(None, "Images per batch (default: from the GPU tier and free GPU memory).",
                                         aliases=["batch"], ge=1)
@@ -224,9 +255,27 @@ class TrainConfig(RecipeConfig):
     ultralytics: dict[str, Any] = setting(default_factory=dict, description="Extra Ultralytics training arguments "
                                                                             "(any key=value that is not a setting).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_spellings(cls, data: Any) -> Any:
+        """A YAML file (a user's, or an old run's config.yaml given to --config) may still spell a
+        setting the earlier way; a value under the current name (a flag over that file) wins."""
+        if isinstance(data, dict) and any(old in data for old in EARLIER_NAMES):
+            data = dict(data)
+            for old, new in EARLIER_NAMES.items():
+                if old in data:
+                    value = data.pop(old)
+                    data.setdefault(new, value)
+        return data
+
     def plan_value(self, key: str) -> Any:
         """The value set for a plan knob (Ultralytics' name), or None."""
-        return getattr(self, PLAN_FIELDS[key])
+        return getattr(self, plan_field(key))
+
+
+def plan_field(key: str) -> str:
+    """The TrainConfig field that sets the plan knob ``key`` (its own name or a declared alias)."""
+    return resolve_key(TrainConfig, key)
 
 
 

@@ -8,11 +8,13 @@ the same folder, from its saved ``config.yaml``; from the first checkpoint on it
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kitaeru.core import run_setup
 from kitaeru.core.errors import RunInterrupted
+
+from .config import RECIPE, TRAIN_RUNS, TrainConfig
 
 if TYPE_CHECKING:
     from kitaeru.core.run import RunFolder
@@ -23,14 +25,14 @@ LAST = "weights/last.pt"
 
 
 def resume_command(run_dir: Path) -> str:
-    return f"kitaeru detect train --resume {shlex.quote(str(run_dir))}"
+    return run_setup.resume_command(RECIPE, run_dir)
 
 
 def restart_command(run_dir: Path) -> str:
-    """Start the run in ``run_dir`` again, in the same folder, with its saved (resolved) config."""
+    """Start the run in ``run_dir`` again, in the same folder, with its saved (resolved) config;
+    spelled from the schema (``--config``, ``--output-dir``, ``--name``, ``--exist-ok``)."""
     run_dir = Path(run_dir)
-    return (f"kitaeru detect train --config {shlex.quote(str(run_dir / 'config.yaml'))} "
-            f"--output-dir {shlex.quote(str(run_dir.parent))} --run-prefix {shlex.quote(run_dir.name)} --exist-ok")
+    return run_setup.OpenedRun(TrainConfig(), run_dir, False, TRAIN_RUNS).restart_command()
 
 
 def continue_command(run_dir: Path) -> str:

@@ -37,7 +37,7 @@ from .config import IMAGE_SIZES, MODEL_CHAIN, TrainConfig
 from .continuation import LAST, continue_command
 from .evidence import FINAL_METRICS, ULTRALYTICS_CSV, Attempt, EvidenceCallbacks, TrainingState
 from .model_source import check_weights, load_weights, resolve_model
-from .validate import ultralytics_device_arg
+from .evaluation import ultralytics_device_arg
 
 BEST = "weights/best.pt"
 # Arguments Ultralytics lets a resumed run change (the ladder's knobs among them).
@@ -298,7 +298,7 @@ class TrainingSession:
 
     # ---- export and TensorBoard ------------------------------------------------------------
     def _export(self) -> None:
-        from .onnx_export import export_with_parity
+        from .export import export_with_parity
 
         best = self.run.path / BEST
         weights = best if best.is_file() else self.run.path / LAST

@@ -8,36 +8,36 @@
 * **evaluate / save**: Ultralytics validates ``best.pt``; ``training_result.json`` holds the
   metrics, the real epoch count, the plan, every OOM step; ``--export onnx`` exports and checks.
 
-The run folder is ``<output-dir>/train`` (``train2``, ``train3`` ... when taken; the preset's
-name instead of ``train`` when a preset names it), and the whole run lives in
-:meth:`RunFolder.lifecycle`: Ctrl-C ends it ``interrupted`` with the command that continues it
-(:mod:`.continuation`: ``--resume``, or a fresh start of the same run before its first checkpoint).
-:func:`resume_detector` continues an interrupted run from its ``weights/last.pt`` with the plan
-recorded in its ``training_result.json``.
+The run folder is ``<output-dir>/train`` (``train2``, ``train3`` ... when taken; ``--name`` or
+the preset's name instead of ``train``), picked by :func:`kitaeru.core.run_setup.open_run` from
+:data:`.config.TRAIN_RUNS`, and the whole run lives in :meth:`RunFolder.lifecycle`: Ctrl-C ends it
+``interrupted`` with the command that continues it (:mod:`.continuation`: ``--resume``, or a fresh
+start of the same run before its first checkpoint). :func:`resume_detector` continues an
+interrupted run from its ``weights/last.pt`` with the plan recorded in its ``training_result.json``
+and its saved config under the settings given now (the one meaning of "given" of ``run_setup``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from kitaeru.core.config import load_config
 from kitaeru.core.console import info, print_table, warn
-from kitaeru.core.errors import ConfigError, DataError, KitaeruError
-from kitaeru.core.run import RESULT_JSON, RunFolder, next_run_dir, run_dir_under
+from kitaeru.core.errors import ConfigError, DataError
+from kitaeru.core.run import RESULT_JSON, RunFolder
+from kitaeru.core.run_setup import OpenedRun, find_run, given_keys, given_settings, open_run, saved_config
 from kitaeru.core.storage import check_output_path, ensure_writable_dir, is_remote, read_json
 from kitaeru.core.tracking import attach_reporter
-from kitaeru.recipes.detect.dataset import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
+from kitaeru.recipes.detect.data import YoloDataset, check_labels, list_split_images, load_data_yaml, write_resolved_yaml
 
-from .config import PLAN_FIELDS, PLAN_KEYS, RECIPE, TrainConfig, check_device
+from .config import PLAN_KEYS, RECIPE, TRAIN_RUNS, TrainConfig, check_device, plan_field
 from .continuation import restart_command, run_session
 from .model_source import check_user_weights, check_weight_arguments, check_weights, expand_cfg_argument, resolve_model
 from .plan import fit_plan, plan_detect
 from .session import LAST, TrainingSession, checkpoint_is_resumable
 from .ultralytics_env import prepare_ultralytics, settings_file
-from .validate import resolve_detect_device
+from .evaluation import resolve_detect_device
 
 # Set by kitaeru itself; a key=value argument may not change them.
 MANAGED_ARGS = {"data", "save_dir", "project", "name", "exist_ok", "resume", "mode", "task", "model"}
@@ -148,14 +148,11 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
         check_weights(source.load, trust=config.trust_checkpoint, what="--model checkpoint")
     output_root = ensure_writable_dir(Path(config.output_dir).expanduser().resolve())
     synthetic, extra_train = build_synthetic(config, dataset, output_root)
-    name = config.run_prefix or "train"
+    opened = open_new(config, output_root)
     if config.exist_ok:
-        run_dir = run_dir_under(output_root, name, setting="--run-prefix")
         for stale in ("results.csv", RESULT_JSON, "ultralytics_results.csv"):  # overwritten, not continued
-            (run_dir / stale).unlink(missing_ok=True)
-    else:
-        run_dir = next_run_dir(output_root, name, setting="--run-prefix")
-    run = RunFolder(run_dir, tensorboard=config.tensorboard)
+            (opened.run_dir / stale).unlink(missing_ok=True)
+    run = RunFolder(opened.run_dir, tensorboard=config.tensorboard)
     run.save_config(config)
     attach_reporter(run, config.tracking, config, recipe=RECIPE)  # before the model loads
     run.record_skipped(p.as_skip() for p in dataset.problems)
@@ -176,6 +173,12 @@ def train_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -
     )
     result = run_session(run, session, recipe=RECIPE)
     return DetectRun(run.path, result)
+
+
+def open_new(config: TrainConfig, root: Path) -> OpenedRun[TrainConfig]:
+    """A new run's folder: ``<root>/<name>`` (``train`` by default), numbered ``name2`` ... when
+    taken as Ultralytics numbers ``name=``; with ``--exist-ok`` that folder itself."""
+    return open_run(config, TRAIN_RUNS, root=root, name=config.name or TRAIN_RUNS.default_name, exist_ok=config.exist_ok)
 
 
 def one_report_per_tracker(config: TrainConfig) -> None:
@@ -217,7 +220,7 @@ def check_train(config: TrainConfig) -> None:
         raise ConfigError("--data-dir is required (a YOLO data.yaml)")
     data = Path(config.data_dir).expanduser()
     if not (data.is_file() or (data / "data.yaml").is_file()):  # a folder holding data.yaml (a SageMaker channel)
-        from kitaeru.recipes.detect.dataset import data_yaml_missing
+        from kitaeru.recipes.detect.data import data_yaml_missing
 
         raise data_yaml_missing(str(config.data_dir))
     load_data_yaml(config.data_dir)  # its content (keys, names, split folders): wrong ones fail before any model
@@ -287,75 +290,73 @@ def _tensorboard_now(result: Mapping[str, Any]) -> str:
 
 # ---- resume ------------------------------------------------------------------------------------
 
-
-def find_run(reference: str, output: str | os.PathLike) -> Path:
-    """The run folder a ``--resume`` value names: a folder, its ``weights/last.pt``, or ``latest``."""
-    if reference == "latest":
-        root = Path(output)
-        candidates = []
-        for result in root.glob(f"*/{RESULT_JSON}") if root.is_dir() else []:
-            try:
-                status = read_json(result).get("status")
-            except KitaeruError:
-                continue
-            if status != "completed":
-                candidates.append(result.parent)
-        if not candidates:
-            raise DataError(f"--resume latest: no unfinished run under {root}")
-        return max(candidates, key=lambda p: (p / RESULT_JSON).stat().st_mtime)
-    path = Path(reference).expanduser().resolve()
-    if path.is_file() and path.name.endswith(".pt"):
-        path = path.parent.parent if path.parent.name == "weights" else path.parent
-    if not path.is_dir():
-        raise DataError(f"--resume {reference}: no such run folder")
-    if not (path / RESULT_JSON).is_file():
-        raise DataError(f"--resume {path}: not a detect run folder (no {RESULT_JSON})")
-    return path
+# Where a run lives is its own: an --output-dir given to find it (--resume latest) or a name does
+# not move it, and its saved config keeps them (a tracker run continues with the same parameters).
+RUN_PLACE = ("output_dir", "name", "exist_ok")
 
 
-def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: Callbacks | None = None) -> DetectRun:
-    """Continue an interrupted run from its ``weights/last.pt`` with its recorded plan.
+def find_resumed(config: TrainConfig) -> Path:
+    """The run ``--resume`` names: a folder, a ``.pt`` of it, or ``latest`` (the newest unfinished
+    run under ``--output-dir``)."""
+    return find_run(str(config.resume), Path(config.output_dir).expanduser().resolve(), TRAIN_RUNS)
 
-    ``overrides`` are the settings given with ``--resume`` (those that differ from the defaults):
-    the ladder's knobs (batch size, image size, workers, cache), the device, TensorBoard and export
-    settings may change; data, model and epochs may not (Ultralytics resumes the checkpoint's run
-    as it was).
-    """
-    run_dir = find_run(reference, overrides.get("output_dir") or TrainConfig().output_dir)
-    previous = read_json(run_dir / RESULT_JSON)
+
+def resumed_config(config: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The run's saved config with the settings given now on top (data, model and epochs may not change)."""
+    given = {k: v for k, v in given_settings(config).items() if k not in RUN_PLACE}
+    return saved_config(TrainConfig.model_validate(given), run_dir, TRAIN_RUNS, now={"resume": str(run_dir)})
+
+
+def check_resumable(run_dir: Path, previous: Mapping[str, Any], *, trust: bool) -> int:
+    """Refuse (one line) a run Ultralytics cannot continue; returns the epoch its last.pt holds."""
     if previous.get("status") == "completed":
         raise DataError(f"--resume {run_dir}: the run already finished ({previous.get('epochs_completed')} epochs); start a new run instead")
-    last = run_dir / LAST
-    if not last.is_file():
+    if not (run_dir / LAST).is_file():
         raise DataError(f"--resume {run_dir}: no {LAST} (the run stopped before its first epoch ended); "
                         f"start it again with: {restart_command(run_dir)}")
-    resumable, epoch = checkpoint_is_resumable(last, trust=bool(overrides.get("trust_checkpoint")))
+    resumable, epoch = checkpoint_is_resumable(run_dir / LAST, trust=trust)
     if not resumable:
         raise DataError(f"--resume {run_dir}: {LAST} is a finished model (no optimizer state); start a new run instead")
-    saved = load_config(TrainConfig, RECIPE, config_file=run_dir / "config.yaml")
-    for key, flag in (("data_dir", "--data-dir"), ("model", "--model"), ("epochs", "--epochs")):
-        if key in overrides and overrides[key] != getattr(saved, key):
-            raise ConfigError(f"{flag} cannot change when resuming (the run used {getattr(saved, key)!r})")
-    kept = {k: v for k, v in overrides.items() if k not in ("output_dir", "resume", "run_prefix", "exist_ok")}
-    config = load_config(TrainConfig, RECIPE, config_file=run_dir / "config.yaml", overrides=_dotted(kept))
-    data_yaml = run_dir / "data.yaml"
-    if not data_yaml.is_file():
+    if not (run_dir / "data.yaml").is_file():
         raise DataError(f"--resume {run_dir}: data.yaml of the run is missing")
+    return epoch
+
+
+def resumed_plan(previous: Mapping[str, Any], config: TrainConfig, given: set[str], run_dir: Path) -> dict[str, Any]:
+    """The run's recorded resource plan, with the ladder's knobs given now (``--batch-size`` ...) on top."""
+    resource_plan = dict(previous.get("resource_plan") or {})
+    if "final" not in resource_plan or "values" not in resource_plan:
+        raise DataError(f"--resume {run_dir}: {RESULT_JSON} has no resource plan")
+    final = dict(resource_plan["final"])
+    final.update({k: config.plan_value(k) for k in ("batch", "imgsz", "workers", "cache")
+                  if plan_field(k) in given and config.plan_value(k) is not None})
+    resource_plan["final"] = final
+    return resource_plan
+
+
+def resume_detector(config: TrainConfig, *, callbacks: Callbacks | None = None) -> DetectRun:
+    """Continue an interrupted run (``config.resume``) from its ``weights/last.pt`` with its recorded plan.
+
+    The settings given with ``--resume`` (flags, ``key=value``, presets: given, whatever their
+    value) go over the run's saved config: the ladder's knobs (batch size, image size, workers,
+    cache), the device, TensorBoard and export settings may change; data, model and epochs may not
+    (Ultralytics resumes the checkpoint's run as it was).
+    """
+    given = given_keys(config)
+    run_dir = find_resumed(config)
+    previous = read_json(run_dir / RESULT_JSON)
+    # refused before the saved config is read: a swapped last.pt is only loaded when trusted now
+    epoch = check_resumable(run_dir, previous, trust=config.trust_checkpoint)
+    config = resumed_config(config, run_dir)
     if not config.tracking.tensorboard:
         config = config.model_copy(update={"tensorboard": False})
     device = resolve_detect_device(config.device)
     prepare_ultralytics(offline=config.offline, home_settings=config.ultralytics_home_settings)
     one_report_per_tracker(config)
     ul_args = ultralytics_arguments(config)
-    resource_plan = dict(previous.get("resource_plan") or {})
-    if "final" not in resource_plan or "values" not in resource_plan:
-        raise DataError(f"--resume {run_dir}: {RESULT_JSON} has no resource plan")
+    resource_plan = resumed_plan(previous, config, given, run_dir)
     resource_plan["device"] = device.as_dict()
-    final = dict(resource_plan["final"])
-    final.update({k: config.plan_value(k) for k in ("batch", "imgsz", "workers", "cache")
-                  if PLAN_FIELDS[k] in overrides and config.plan_value(k) is not None})
-    resource_plan["final"] = final
-    info(f"resuming {run_dir} after epoch {epoch} of {resource_plan['values'].get('epochs')} with plan {final}")
+    info(f"resuming {run_dir} after epoch {epoch} of {resource_plan['values'].get('epochs')} with plan {resource_plan['final']}")
     run = RunFolder(run_dir, tensorboard=config.tensorboard)
     attach_reporter(run, config.tracking, config, recipe=RECIPE, resume=True)  # the same tracker runs continue
     run.record_skipped((previous.get("skipped_inputs") or {}).get("items", []))
@@ -364,7 +365,7 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
         config, run,
         resource_plan=resource_plan,
         ultralytics_args=ul_args,
-        data_yaml=data_yaml,
+        data_yaml=run_dir / "data.yaml",
         expected_images={},  # Ultralytics' dataset check of the first session is kept (below)
         fields=fields,
         callbacks=callbacks,
@@ -373,14 +374,3 @@ def resume_detector(reference: str, overrides: Mapping[str, Any], *, callbacks: 
     session.state.dataset_check = (previous.get("dataset") or {}).get("ultralytics_check")
     result = run_session(run, session, recipe=RECIPE, resume_first=True)
     return DetectRun(run.path, result)
-
-
-def _dotted(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr0": 0.01}}`` -> ``{"train.lr0": 0.01}`` (dicts of Ultralytics arguments stay whole)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping) and key not in ("ultralytics",) and value:
-            out.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -19,8 +19,9 @@ The job, in order:
    ``unknown`` below the threshold. With an ONNX model, register and classify never import PyTorch.
 
 Modules: ``config`` (schemas), ``checks`` (cheap checks), ``documents`` and ``sample_documents``
-(template pools, class scheme, synthetic photos, sample templates), ``data``, ``net``, ``module``,
-``metrics``, ``train``, ``checkpoint``, ``evaluate``, ``export``, ``inference`` and ``bank``.
+(template pools, class scheme, synthetic photos, sample templates), ``data``, ``model`` (the network),
+``module`` (its Lightning training module), ``metrics``, ``training``, ``checkpoint``, ``evaluation``,
+``export``, ``inference``, ``calibration`` and ``bank``.
 This file imports only the schemas: each entry imports its heavy parts inside.
 """
 
@@ -55,7 +56,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
 def export(config: ExportConfig) -> dict[str, Any]:
     """Export a checkpoint's inference branch to ONNX; returns the sidecar (export report included)."""
-    from .onnx_export import export_model
+    from .export import export_model
 
     return export_model(config)
 
@@ -65,7 +66,7 @@ def register(config: RegisterConfig) -> dict[str, Any]:
     from .bank import register_templates
     from .inference import load_feature_model
 
-    return register_templates(load_feature_model(config.model, device=config.device), config.templates, config.out,
+    return register_templates(load_feature_model(config.model, device=config.device), config.templates, config.output,
                               target_fpr=config.target_fpr, calibrate=config.calibrate)
 
 
@@ -183,8 +184,8 @@ RECIPE = Recipe(
             "export", ExportConfig, export,
             "Export the inference branch (backbone + head) as the config's onnx: section says, then check it against PyTorch.",
             examples=[
-                "kitaeru docclass export --checkpoint runs/docclass/cpu_quickstart/weights/best.ckpt --out model.onnx",
-                "kitaeru docclass export-onnx --cfg-name lcnet050_cosface_96 --checkpoint best.ckpt --out model.onnx",
+                "kitaeru docclass export --checkpoint runs/docclass/cpu_quickstart/weights/best.ckpt --output model.onnx",
+                "kitaeru docclass export-onnx --cfg-name lcnet050_cosface_96 --checkpoint best.ckpt --output model.onnx",
                 "kitaeru docclass export --checkpoint best.ckpt onnx.options.opset_version=17",
             ],
             summary=_export_summary, check=checks.check_export, aliases=("export-onnx",), presets=True,
@@ -193,7 +194,7 @@ RECIPE = Recipe(
         Mode(
             "register", RegisterConfig, register,
             "Compute the feature of every template image and write the bank.",
-            examples=["kitaeru docclass register --model model.onnx --templates data/templates --out bank.npz"],
+            examples=["kitaeru docclass register --model model.onnx --templates data/templates --output bank.npz"],
             summary=_register_summary, check=checks.check_register,
         ),
         Mode(

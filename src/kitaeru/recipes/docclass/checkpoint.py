@@ -72,8 +72,8 @@ def check_compatible(checkpoint: DocclassCheckpoint, config: DocclassConfig) -> 
 
 
 def load_network(checkpoint: DocclassCheckpoint):
-    """The trained :class:`~kitaeru.recipes.docclass.net.DocClassNet` (eval mode, CPU)."""
-    from .net import create_network
+    """The trained :class:`~kitaeru.recipes.docclass.model.DocClassNet` (eval mode, CPU)."""
+    from .model import create_network
 
     # The weights come from the checkpoint: never fetch pretrained ones for this.
     net = create_network(checkpoint.config, pretrained="none")

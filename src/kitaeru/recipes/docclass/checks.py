@@ -1,5 +1,7 @@
 """Cheap checks of each mode's config, run before torch, Lightning or onnxruntime are imported: a
-wrong path or an impossible combination fails at once with one line naming the setting."""
+wrong path or an impossible combination fails at once with one line naming the setting. Training's
+run folder and ``--resume`` are resolved here too (:func:`open_training_run`), by the shared
+:func:`kitaeru.core.run_setup.open_run`, so a wrong resume fails before anything heavy loads."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kitaeru.core.errors import ConfigError, DataError
-from kitaeru.core.run import CONFIG_YAML, RESULT_JSON, refuse_used_run_dir, run_dir_under
 from kitaeru.core.storage import IMAGE_EXTENSIONS, check_output_path, is_remote, list_files
 
 if TYPE_CHECKING:  # pragma: no cover
+    from kitaeru.core.run_setup import OpenedRun
+
     from .config import ClassifyConfig, EvaluateConfig, ExportConfig, RegisterConfig, TrainConfig
 
 
@@ -19,28 +22,38 @@ def _existing(path: str, what: str) -> None:
         raise DataError(f"{path}: {what} not found")
 
 
-def resume_folder(config: "TrainConfig") -> Path | None:
-    """The run folder ``--resume`` means: ``latest`` (newest run under --output-dir) or a run folder
-    (a checkpoint inside one is accepted too). None when not resuming."""
-    if not config.resume:
-        return None
-    if config.resume == "latest":
-        root = Path(config.train.output_dir)
-        runs = [p for p in root.iterdir() if (p / CONFIG_YAML).is_file()] if root.is_dir() else []
-        if not runs:
-            raise ConfigError(f"--resume latest: no docclass run under {root} (give the run folder: --resume RUN)")
+def open_training_run(config: "TrainConfig") -> "OpenedRun[TrainConfig]":
+    """Where this training run goes and the config it runs with (cheap: nothing is written).
 
-        def touched(run: Path) -> float:
-            marker = run / RESULT_JSON
-            return (marker if marker.exists() else run / CONFIG_YAML).stat().st_mtime
+    A new run is ``<output-dir>/<name>`` numbered (name, name2, ...) or exactly ``--run-name``
+    (refused when it holds a run, unless ``--exist-ok``); ``--resume latest|RUN`` takes the run's
+    saved config.yaml with the settings given now on top, and is refused when that would change
+    the network its checkpoints hold. A process that torchrun/SLURM/Lightning started beside rank 0
+    joins rank 0's folder instead of choosing one.
+    """
+    from dataclasses import replace
 
-        return max(runs, key=touched)
-    path = Path(config.resume)
-    if path.is_file() and path.suffix == ".ckpt" and path.parent.name == "weights":
-        path = path.parent.parent
-    if not (path / CONFIG_YAML).is_file():
-        raise ConfigError(f"--resume: {path} is not a docclass run folder (no {CONFIG_YAML})")
-    return path
+    from kitaeru.core.distributed import is_rank_zero, shared_run_dir
+    from kitaeru.core.run_setup import OpenedRun, open_run, saved_config
+
+    from .checkpoint import config_differences
+    from .config import RUN_LAYOUT
+
+    layout = replace(RUN_LAYOUT, default_name=config.name)
+    root = Path(config.train.output_dir)
+    handed = shared_run_dir()  # a process Lightning started for ddp joins rank 0's run folder
+    if handed and not config.resume:
+        return OpenedRun(config, Path(handed), False, layout)
+    if not handed and not is_rank_zero() and config.run_name and not config.resume:
+        return OpenedRun(config, root / config.run_name, False, layout)  # torchrun/SLURM: rank 0 checks it
+    opened = open_run(config, layout, root=root, name=config.run_name, resume=handed or config.resume,
+                      exist_ok=config.exist_ok)
+    if opened.resumed:
+        changed = config_differences(saved_config(type(config)(), opened.run_dir, layout), opened.config)
+        if changed:
+            raise ConfigError(f"--resume {opened.run_dir}: its checkpoints are of another network "
+                              f"({'; '.join(changed)}); start a new run for that")
+    return opened
 
 
 def check_train(config: "TrainConfig") -> None:
@@ -51,16 +64,12 @@ def check_train(config: "TrainConfig") -> None:
         )
     if config.resume and config.run_name:
         raise ConfigError("--run-name names a new run and --resume continues one: give one of them")
-    resume_folder(config)
-    from kitaeru.core.distributed import is_rank_zero, stdout_to_stderr_off_rank_zero
+    from kitaeru.core.distributed import stdout_to_stderr_off_rank_zero
 
     stdout_to_stderr_off_rank_zero()
-    root = Path(config.train.output_dir)
     if not config.resume:
-        check_output_path(root, setting="--output-dir", kind="dir")
-        run_dir_under(root, config.name, setting="name")
-    if config.run_name and not config.resume and is_rank_zero():  # other ranks join rank 0's run
-        refuse_used_run_dir(run_dir_under(root, config.run_name), exist_ok=config.exist_ok)
+        check_output_path(config.train.output_dir, setting="--output-dir", kind="dir")
+    open_training_run(config)
     if config.strategy == "fsdp" and _no_gpu(config.train.device):
         raise ConfigError(f"--strategy fsdp needs GPUs (--device {config.train.device} has none); use --strategy ddp")
     if config.data.data_dir:
@@ -87,7 +96,7 @@ def _no_gpu(device: str) -> bool:
 
 def check_export(config: "ExportConfig") -> None:
     _existing(config.checkpoint, "checkpoint")
-    check_output_path(config.out, setting="--out")
+    check_output_path(config.output, setting="--output")
     for image in config.images:
         _existing(image, "image")
 
@@ -99,7 +108,7 @@ def check_evaluate(config: "EvaluateConfig") -> None:
 
 def check_register(config: "RegisterConfig") -> None:
     _existing(config.model, "model")
-    check_output_path(config.out, setting="--out")
+    check_output_path(config.output, setting="--output")
     _existing(config.templates, "template pool")
 
 

@@ -13,15 +13,16 @@ never saved with the config. ``ExportConfig``, ``EvaluateConfig``, ``RegisterCon
 
 from __future__ import annotations
 
-from typing import Literal, Optional
-
 import copy
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from kitaeru.core.config import Epochs, RecipeConfig, RunName, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
+from kitaeru.core.run_dirs import RESULT_JSON
+from kitaeru.core.run_setup import CONFIG_YAML, RunLayout
 from kitaeru.core.tracking import TrackingSettings, tracking_section
 from kitaeru.export.onnx import OnnxSpec
 
@@ -117,11 +118,23 @@ class LossSection(RecipeConfig):
 
 
 class OptimSection(RecipeConfig):
-    lr: float = setting(1e-3, "AdamW peak learning rate.", aliases=["learning-rate"], promote=True, gt=0)
+    learning_rate: float = setting(1e-3, "AdamW peak learning rate.", aliases=["lr"], promote=True, gt=0)
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length in epochs (fractions allowed).")
     power: float = Field(1.0, gt=0, description="Exponent of the polynomial decay after warm-up.")
     loss_lr_scale: float = Field(1.0, gt=0, description="Learning-rate multiplier for the margin loss's class weights.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spelling(cls, data: Any) -> Any:
+        """``lr`` (presets, --config files and the config.yaml of runs written before the rename)
+        means ``learning_rate``; next to it (a resume's saved ``lr`` under a given
+        ``learning_rate``) the new spelling wins."""
+        if isinstance(data, dict) and "lr" in data:
+            data = dict(data)
+            old = data.pop("lr")
+            data.setdefault("learning_rate", old)
+        return data
 
 
 class TrainSection(RecipeConfig):
@@ -129,7 +142,9 @@ class TrainSection(RecipeConfig):
     batch_size: Optional[int] = setting(
         None, "Batch size (not given: from the GPU-tier table; the original used 256).", aliases=["batch"], promote=True, ge=2
     )
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32", description="Lightning precision: 32, bf16-mixed or 16-mixed (no, bf16 and fp16 are read as those)."
+    )
     gradient_clip: float = Field(5.0, ge=0, description="Gradient-norm clipping value (0 = off).")
     device: str = setting("auto", "Device: auto|cuda|cuda:N|mps|cpu (auto = cuda, then mps, then cpu).", promote=True)
     output_dir: str = setting(
@@ -145,6 +160,12 @@ class TrainSection(RecipeConfig):
         promote=True,
     )
     seed: int = setting(42, "Random seed (weights, sample templates, validation draws).", promote=True)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _other_precision_spellings(cls, value: Any) -> Any:
+        # the spellings of the LoRA recipe (and accelerate) mean the same thing here
+        return {"no": "32", "32-true": "32", "fp16": "16-mixed", "bf16": "bf16-mixed"}.get(str(value), value)
 
 
 def default_onnx_spec() -> OnnxSpec:
@@ -222,6 +243,22 @@ class DocclassConfig(RecipeConfig):
 ARCHITECTURE_FIELDS = ("model.backbone", "model.relu", "model.embedding_dim")
 
 
+def _is_run(folder: Path) -> bool:
+    """A docclass run: its config.yaml beside its weights/ or its training_result.json."""
+    return (folder / CONFIG_YAML).is_file() and ((folder / "weights").is_dir() or (folder / RESULT_JSON).is_file())
+
+
+def _run_of(path: Path) -> Path:
+    """``--resume RUN/weights/last.ckpt`` means the run folder around the checkpoint."""
+    return path.parent.parent if path.is_file() and path.suffix == ".ckpt" and path.parent.name == "weights" else path
+
+
+# How docclass runs sit under train.output_dir: the config's name numbered (name, name2, ...; the
+# default name below is replaced by config.name), or exactly --run-name.
+RUN_LAYOUT = RunLayout(recipe=RECIPE_NAME, what="docclass", is_run=_is_run, locate=_run_of, default_name="docclass",
+                       name_setting="--run-name")
+
+
 class TrainConfig(DocclassConfig):
     """``docclass train``: the config above plus this run's own switches (not saved with the config)."""
 
@@ -256,7 +293,8 @@ class ExportConfig(RecipeConfig):
     """
 
     checkpoint: str = setting(..., "A docclass checkpoint (weights/best.ckpt of a run).", metavar="CKPT")
-    out: Optional[str] = setting(None, "ONNX file to write (default: beside the checkpoint, .onnx).", metavar="FILE")
+    output: Optional[str] = setting(None, "ONNX file to write (default: beside the checkpoint, .onnx).", aliases=["out"],
+                                    short="-o", metavar="FILE")
     trust_checkpoint: bool = setting(
         False, "Load the checkpoint even if it holds pickled objects (they can run code; only for files you trust).")
     image_size: Optional[int] = setting(None, "Input size of the config given (must match the checkpoint).",
@@ -316,7 +354,7 @@ class RegisterConfig(RecipeConfig):
 
     model: str = setting(..., "model.onnx (onnxruntime, no PyTorch needed) or a docclass checkpoint.", metavar="MODEL")
     templates: str = setting(..., "Folder of template images; label = file stem, or sub-folder name.", aliases=["data-dir"], metavar="DIR")
-    out: str = setting("bank.npz", "Bank file to write.", metavar="FILE")
+    output: str = setting("bank.npz", "Bank file to write.", aliases=["out"], short="-o", metavar="FILE")
     target_fpr: Optional[float] = setting(
         None, "Open-set calibration: per-label 'unknown' thresholds that accept at most this share of impostor photos "
         "(other templates' photos and generic documents); default: the model's FPR, else 1e-3.", gt=0, lt=1)

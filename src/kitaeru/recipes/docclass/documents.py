@@ -141,11 +141,6 @@ def orient_array(array: np.ndarray, orientation: Orientation) -> np.ndarray:
     return np.rot90(array, k=(rotation // 90) % 4)
 
 
-def orient_image(image: Image.Image, orientation: Orientation) -> Image.Image:
-    """A PIL image in the given orientation (same convention as :func:`orient_array`)."""
-    return Image.fromarray(np.ascontiguousarray(orient_array(np.asarray(image), orientation)))
-
-
 def orientations(rotations: Sequence[int], flips: Sequence[str]) -> list[Orientation]:
     """The distinct (rotation, flip) pairs of ``rotations × flips``, in that order.
 

@@ -112,5 +112,5 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     checkpoint = read_checkpoint(config.checkpoint, trust=config.trust_checkpoint, trust_flag="--trust-checkpoint")
     net_config = export_config(config, checkpoint.config)
     name = net_config.name if net_config is not None and "name" in config.settings else None
-    return export_checkpoint(checkpoint.path, config.out, config=net_config, config_name=name, images=config.images or None,
+    return export_checkpoint(checkpoint.path, config.output, config=net_config, config_name=name, images=config.images or None,
                              tolerance=config.tolerance, checkpoint=checkpoint)

@@ -1,6 +1,6 @@
 """The Lightning module of the document classifier: network, margin loss, LR schedule, metrics.
 
-The network (:class:`~kitaeru.recipes.docclass.net.DocClassNet`) is the inference branch; the margin
+The network (:class:`~kitaeru.recipes.docclass.model.DocClassNet`) is the inference branch; the margin
 loss (CosFace or ArcFace from pytorch-metric-learning) holds one weight vector per class and is
 dropped at export. Validation features are collected per epoch and scored over all pairs
 (:func:`~kitaeru.recipes.docclass.metrics.pairwise_roc`); the threshold at ``threshold_fpr`` travels
@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from kitaeru.recipes.docclass.net import DocClassNet, create_network
+from .model import DocClassNet, create_network
 
 from .checkpoint import CHECKPOINT_KEY
 from .config import DocclassConfig, LossSection
@@ -135,10 +135,10 @@ class DocClassModule(L.LightningModule):
         o = self.config.optim
         optimizer = torch.optim.AdamW(
             [
-                {"params": self.net.parameters(), "lr": o.lr},
-                {"params": self.loss_fn.parameters(), "lr": o.lr * o.loss_lr_scale},
+                {"params": self.net.parameters(), "lr": o.learning_rate},
+                {"params": self.loss_fn.parameters(), "lr": o.learning_rate * o.loss_lr_scale},
             ],
-            lr=o.lr,
+            lr=o.learning_rate,
             weight_decay=o.weight_decay,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))

@@ -18,12 +18,12 @@ The job, in order:
    speed, device and resolved config (also printed by ``--json``).
 
 Scaling out: under ``torchrun --nproc_per_node N`` each rank embeds its share (whole batches, by
-``RANK``/``WORLD_SIZE``) into its own ``part-rankRRRRR-*.parquet`` of the ``--out`` folder;
+``RANK``/``WORLD_SIZE``) into its own ``part-rankRRRRR-*.parquet`` of the ``--output`` folder;
 ``--engine spark`` (:mod:`.spark`) runs one Spark task per partition the same way. Inputs may also be
-webdataset tar shards (:mod:`kitaeru.data.webdataset`). Either way the folder holds the rows and
+webdataset tar shards (:mod:`.webdataset`). Either way the folder holds the rows and
 vectors of the one-process run, and ``kitaeru index build`` reads the folder.
 
-Next: ``kitaeru index build --embeddings X.parquet --index-out X.faiss`` and ``kitaeru map``.
+Next: ``kitaeru index build --embeddings X.parquet --output X.faiss`` and ``kitaeru map``.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ def check(config: EmbedConfig) -> None:
     from kitaeru.core.storage import is_remote
     from kitaeru.recipes.embed.output import output_kind
 
-    output_kind(config.out)
+    output_kind(config.output)
     from kitaeru.core.storage import check_output_path
 
-    check_output_path(config.out, setting="--out", kind="any")
+    check_output_path(config.output, setting="--output", kind="any")
     if config.resume and config.text_mode:
         raise ConfigError("--resume applies to --image-dir jobs (texts are re-embedded in one go)")
     from kitaeru.core.distributed import place
@@ -57,10 +57,10 @@ def check(config: EmbedConfig) -> None:
         how = "--engine spark" if config.engine == "spark" else "torchrun"
         if config.text_mode:
             raise ConfigError(f"{how} embeds --image-dir jobs (embed texts in one process)")
-        if is_remote(config.out) or output_kind(config.out) != "folder":
-            raise ConfigError(f"--out: {how} writes a local folder of Parquet parts (one per rank or task); give a "
-                              f"folder name without suffix, not {config.out} (kitaeru index build reads the folder)")
-    from kitaeru.data.webdataset import shard_paths
+        if is_remote(config.output) or output_kind(config.output) != "folder":
+            raise ConfigError(f"--output: {how} writes a local folder of Parquet parts (one per rank or task); give a "
+                              f"folder name without suffix, not {config.output} (kitaeru index build reads the folder)")
+    from kitaeru.recipes.embed.webdataset import shard_paths
 
     tar_shards = shard_paths(config.image_dir) if config.image_dir else []
     for shard in tar_shards:
@@ -95,7 +95,7 @@ def resume_command(config: EmbedConfig) -> str:
 
 
 def embed(config: EmbedConfig) -> dict[str, Any]:
-    """Embed every input and write the vectors to ``config.out``; returns the run summary.
+    """Embed every input and write the vectors to ``config.output``; returns the run summary.
 
     Ctrl-C keeps every finished vector (see :mod:`.output`) and ends with the command that resumes."""
     from kitaeru.core.errors import RunInterrupted
@@ -109,8 +109,8 @@ def embed(config: EmbedConfig) -> dict[str, Any]:
 
         return run_embed(config)
     except KeyboardInterrupt:
-        if config.text_mode or is_remote(config.out):
-            raise RunInterrupted("interrupted; nothing is kept for texts or a remote --out: run the command again") from None
+        if config.text_mode or is_remote(config.output):
+            raise RunInterrupted("interrupted; nothing is kept for texts or a remote --output: run the command again") from None
         raise RunInterrupted(f"interrupted; resume with: {resume_command(config)}") from None
 
 
@@ -131,14 +131,14 @@ RECIPE = Recipe(
             check=check,
             summary=_print_summary,
             presets=True,
-            help="Embed every image under --image-dir (or the given texts) and write the vectors to --out.",
+            help="Embed every image under --image-dir (or the given texts) and write the vectors to --output.",
             examples=[
                 "kitaeru embed --model vit_l_14 --pretrained openclip --image-dir s3://bucket/nuscenes/samples/CAM_FRONT "
-                "--image-size 224 --pool mean --batch-size 8 --out vectors/embeddings.parquet",
-                "kitaeru embed --cfg-name nuscenes_vitl14 --image-dir /data/nuscenes/samples --out vectors/shards/ --resume",
-                "kitaeru embed --model vit_l_14 --text \"a truck at an intersection\" --out vectors/q.npy --json",
-                "kitaeru embed --image-dir photos/ --out v.parquet pool=cls batch_size=32",
-                "kitaeru embed --image-dir 'laion/{00000..00127}.tar' --engine spark --spark-master local[8] --out vectors/parts",
+                "--image-size 224 --pool mean --batch-size 8 --output vectors/embeddings.parquet",
+                "kitaeru embed --cfg-name nuscenes_vitl14 --image-dir /data/nuscenes/samples --output vectors/shards/ --resume",
+                "kitaeru embed --model vit_l_14 --text \"a truck at an intersection\" --output vectors/q.npy --json",
+                "kitaeru embed --image-dir photos/ --output v.parquet pool=cls batch_size=32",
+                "kitaeru embed --image-dir 'laion/{00000..00127}.tar' --engine spark --spark-master local[8] --output vectors/parts",
             ],
         )
     ],

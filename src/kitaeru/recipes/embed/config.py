@@ -27,11 +27,11 @@ class EmbedConfig(RecipeConfig):
                                    "(CLIP-family models).", metavar="FILE")
     text: Optional[list[str]] = setting(None, "A text to embed instead of images (repeat the option for several; "
                                         "CLIP-family models).")
-    out: str = setting(
+    output: str = setting(
         ...,
         "Output: X.parquet (one file), X.npy (float32 matrix + X.meta.parquet beside it), or a folder "
         "(numbered Parquet shards part-00000.parquet, ...). Local path or fsspec URL (no --resume for URLs).",
-        aliases=["output"], short="-o", metavar="PATH",
+        aliases=["out"], short="-o", metavar="PATH",
     )
     model: str = setting(
         "vit_l_14",
@@ -63,14 +63,14 @@ class EmbedConfig(RecipeConfig):
                                    "not yet embedded).", ge=1)
     normalize: bool = setting(True, "L2-normalise every vector (cosine similarity = inner product). --no-normalize "
                               "keeps raw vectors.")
-    resume: bool = setting(False, "Continue an interrupted or partial job: files already in --out (or its .parts "
+    resume: bool = setting(False, "Continue an interrupted or partial job: files already in --output (or its .parts "
                            "folder) are skipped.")
     shard_size: int = setting(4096, "Rows per Parquet shard; a finished shard is never lost, even if the job is killed.",
                               ge=1)
 
     # ---- scaling out ----
     engine: Literal["local", "spark"] = setting(
-        "local", "local = this process (or this torchrun rank: each rank embeds its share into --out's folder); "
+        "local", "local = this process (or this torchrun rank: each rank embeds its share into --output's folder); "
         "spark = a PySpark job, one task per input partition writing its own Parquet parts (the [spark] extra).")
     spark_master: str = setting("local[*]", "--engine spark: the Spark master URL (local[N], spark://host:7077, yarn, ...).")
     spark_partitions: Optional[int] = setting(None, "--engine spark: input partitions = tasks (default: Spark's "

@@ -37,7 +37,7 @@ def canonical_path(path: str) -> str:
 def list_images(image_dir: str) -> list[str]:
     """Every image under ``image_dir`` (recursive, sorted, canonical paths), or every image member of
     its webdataset tar shards (``<shard>::<member>``); errors if none."""
-    from kitaeru.data.webdataset import is_tar_source, list_members
+    from kitaeru.recipes.embed.webdataset import is_tar_source, list_members
 
     if is_tar_source(image_dir):
         files = list_members(image_dir)
@@ -94,7 +94,7 @@ def original_size(data: bytes) -> tuple[int, int]:
 
 def read_input(path: str) -> bytes:
     """The raw bytes of a local file, an fsspec URL or a webdataset tar member."""
-    from kitaeru.data.webdataset import is_member, read_member
+    from kitaeru.recipes.embed.webdataset import is_member, read_member
 
     if is_member(path):
         return read_member(path)

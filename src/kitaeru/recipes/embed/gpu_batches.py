@@ -4,7 +4,7 @@ A GPU embeds thousands of images a second; a CPU core decodes ~100 camera JPEGs 
 few cores decoding is the ceiling. Here the worker processes only *read* each file and its header
 (size, colour mode, EXIF orientation); plain RGB/greyscale JPEGs travel to the main process as
 compressed bytes and are decoded there by one batched nvJPEG call, then resized and normalised on
-the device (:mod:`kitaeru.data.gpu_decode`). Everything else takes the CPU path of
+the device (:mod:`kitaeru.recipes.embed.gpu_decode`). Everything else takes the CPU path of
 :mod:`.data` unchanged: PNG/WebP/..., CMYK JPEGs and rotated (EXIF-oriented) JPEGs (nvJPEG ignores
 both), and a JPEG whose GPU decode fails (corrupt bytes) is decoded again on the CPU, where it either
 succeeds or becomes the same ``skipped`` item the CPU path reports.
@@ -27,7 +27,7 @@ NVJPEG_MODES = ("RGB", "L")  # the colour modes nvJPEG turns into the same RGB p
 
 def use_gpu_decode(wanted: bool, device: str) -> bool:
     """Decode on the GPU when asked, on a CUDA device, with a torchvision that can."""
-    from kitaeru.data.gpu_decode import gpu_decode_available
+    from kitaeru.recipes.embed.gpu_decode import gpu_decode_available
 
     return bool(wanted) and str(device).startswith("cuda") and gpu_decode_available(device)
 
@@ -104,7 +104,7 @@ def make_gpu_loader(paths: list[str], encoder: Any, *, batch_size: int, workers:
 
 def _decode_jpegs(items: list[dict[str, Any]], device: str) -> list[torch.Tensor | None]:
     """One batched decode; when it fails, each file alone so one bad file costs only itself."""
-    from kitaeru.data.gpu_decode import decode_jpegs
+    from kitaeru.recipes.embed.gpu_decode import decode_jpegs
 
     data = [it["jpeg"] for it in items]
     try:
@@ -123,7 +123,7 @@ def decode_batch(items: list[dict[str, Any]], encoder: Any, device: str,
                  transform: Callable[[Any], Any]) -> dict[str, Any]:
     """A batch as :func:`.data.collate` returns it (pixels on ``device``), plus ``cpu_fallbacks``:
     JPEGs whose GPU decode failed and that were decoded on the CPU instead."""
-    from kitaeru.data.gpu_decode import to_model_batch
+    from kitaeru.recipes.embed.gpu_decode import to_model_batch
 
     jpegs = [it for it in items if "jpeg" in it]
     decoded = _decode_jpegs(jpegs, device) if jpegs else []

@@ -4,8 +4,8 @@ Vectors are buffered up to ``shard_size`` rows, then written as ``part-NNNNN.par
 into a work folder; a killed job loses at most one unfinished shard, an interrupted one
 (Ctrl-C, an exception) flushes its buffer first and loses nothing. The work folder is
 
-* ``--out DIR`` (no suffix): ``DIR`` itself — the shards are the output;
-* ``--out X.parquet`` / ``--out X.npy``: ``X.parquet.parts/`` / ``X.npy.parts/``, merged into the
+* ``--output DIR`` (no suffix): ``DIR`` itself — the shards are the output;
+* ``--output X.parquet`` / ``--output X.npy``: ``X.parquet.parts/`` / ``X.npy.parts/``, merged into the
   final file(s) at the end by streaming row groups (memory stays bounded), then removed.
 
 ``--resume`` reads which paths are already in the final output and in the work folder and skips
@@ -40,7 +40,7 @@ def output_kind(out: str) -> str:
     if out.endswith(".npy"):
         return "npy"
     if Path(out).suffix and not Path(out).is_dir():
-        raise ConfigError(f"--out: {out}: expected X.parquet, X.npy or a folder name (no suffix)")
+        raise ConfigError(f"--output: {out}: expected X.parquet, X.npy or a folder name (no suffix)")
     return "folder"
 
 
@@ -70,7 +70,6 @@ class ShardedEmbeddingWriter:
         self._vectors: list[np.ndarray] = []
         self._rows: list[dict[str, Any]] = []
         self._buffered = 0
-        self.rows_written = 0
         self._prepare()
 
     # ---- start -----------------------------------------------------------------------------
@@ -92,10 +91,10 @@ class ShardedEmbeddingWriter:
 
     def _prepare(self) -> None:
         if self.kind == "folder" and self.target.exists() and not self.target.is_dir():
-            raise ConfigError(f"--out: {self.target} exists and is not a folder")
+            raise ConfigError(f"--output: {self.target} exists and is not a folder")
         if not self.resume:
             if self.kind == "folder" and self._shards():
-                raise ConfigError(f"--out: {self.target} already holds embedding shards; pass --resume to continue "
+                raise ConfigError(f"--output: {self.target} already holds embedding shards; pass --resume to continue "
                                   "that job, or choose another folder")
             if self.kind != "folder" and self.work_dir.exists():
                 say(f"removing the shards of an earlier interrupted job in {self.work_dir} (use --resume to keep them)")
@@ -158,7 +157,6 @@ class ShardedEmbeddingWriter:
         name = SHARD_PATTERN.format(self._next_shard)
         write_parquet(table, self.work_dir / (name.replace("part-", f"part-{self.part_prefix}", 1)))
         self._next_shard += 1
-        self.rows_written += n
 
     # ---- the end ---------------------------------------------------------------------------
     def finalize(self) -> list[Path]:

@@ -32,7 +32,7 @@ WARN_SKIPPED = 10  # unreadable images warned about one by one; the summary list
 # ---- build data ------------------------------------------------------------------------------
 def build_inputs(cfg: EmbedConfig) -> list[str]:
     """The images (canonical paths) or texts this job is about; fails fast before any model loads."""
-    output_kind(cfg.out)  # a bad --out name is reported before the work starts
+    output_kind(cfg.output)  # a bad --out name is reported before the work starts
     if cfg.text_mode:
         if cfg.resume:
             raise ConfigError("--resume applies to --image-dir jobs (texts are re-embedded in one go)")
@@ -149,7 +149,7 @@ def summarize(cfg: EmbedConfig, info: EmbeddingInfo, *, found: int, already: int
     seconds = result["seconds"]
     return {
         "status": "completed",
-        "out": cfg.out,
+        "output": cfg.output,
         "files": [str(f) for f in files],
         **info.as_dict(),
         "inputs_found": found,
@@ -190,26 +190,26 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
 
     if place().world_size > 1:
         return run_rank(cfg)
-    if not is_remote(cfg.out):
-        return run_local(cfg, cfg.out)
+    if not is_remote(cfg.output):
+        return run_local(cfg, cfg.output)
     if cfg.resume:
         raise ConfigError("--resume needs a local --out (a remote output is only uploaded once complete)")
     from kitaeru.core.storage import filesystem
 
-    fs, remote = filesystem(cfg.out)
+    fs, remote = filesystem(cfg.output)
     name = remote.rstrip("/").rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(prefix="kitaeru-embed-") as tmp:
         local_out = str(Path(tmp) / name)
         summary = run_local(cfg, local_out)
         remote_parent = remote.rstrip("/").rsplit("/", 1)[0] if "/" in remote.rstrip("/") else ""
-        url_parent = cfg.out.rstrip("/").rsplit("/", 1)[0]
+        url_parent = cfg.output.rstrip("/").rsplit("/", 1)[0]
         uploaded = []
         for f in [Path(p) for p in summary["files"]] + [summary_path(local_out)]:
             rel = f.relative_to(tmp).as_posix()
             fs.put_file(str(f), f"{remote_parent}/{rel}" if remote_parent else rel)
             uploaded.append(f"{url_parent}/{rel}")
         summary["files"] = uploaded[:-1]
-        summary["out"] = cfg.out
+        summary["output"] = cfg.output
     return summary
 
 
@@ -219,9 +219,9 @@ def check_parts_output(cfg: EmbedConfig, how: str) -> None:
 
     if cfg.text_mode:
         raise ConfigError(f"{how} embeds --image-dir jobs (embed texts in one process)")
-    if is_remote(cfg.out) or output_kind(cfg.out) != "folder":
-        raise ConfigError(f"--out: {how} writes a local folder of Parquet parts (one per rank or task); give a "
-                          f"folder name without suffix, not {cfg.out} (kitaeru index build reads the folder)")
+    if is_remote(cfg.output) or output_kind(cfg.output) != "folder":
+        raise ConfigError(f"--output: {how} writes a local folder of Parquet parts (one per rank or task); give a "
+                          f"folder name without suffix, not {cfg.output} (kitaeru index build reads the folder)")
 
 
 def share(inputs: list[str], index: int, count: int, batch_size: int = 1) -> list[str]:
@@ -248,9 +248,9 @@ def run_rank(cfg: EmbedConfig) -> dict[str, Any]:
     here = place()
     check_parts_output(cfg, "torchrun")
     stdout_to_stderr_off_rank_zero()  # stdout holds rank 0's combined result only
-    summary = run_local(cfg, cfg.out, part=(here.rank, here.world_size))
+    summary = run_local(cfg, cfg.output, part=(here.rank, here.world_size))
     if _wait_for_every_rank() and here.is_zero:
-        return combine_summaries(cfg, cfg.out)
+        return combine_summaries(cfg, cfg.output)
     return summary
 
 
@@ -292,7 +292,7 @@ def combine_summaries(cfg: EmbedConfig, out: str) -> dict[str, Any]:
     seconds = max(s["embed_seconds"] for s in summaries)
     skipped = [item for s in summaries for item in s["skipped_inputs"]["items"]]
     first.update({
-        "out": cfg.out, "files": files, "writers": len(summaries),
+        "output": cfg.output, "files": files, "writers": len(summaries),
         "inputs_found": sum(s["inputs_found"] for s in summaries),
         "already_embedded": sum(s["already_embedded"] for s in summaries),
         "embedded": embedded, "skipped_inputs": {"count": len(skipped), "items": skipped},

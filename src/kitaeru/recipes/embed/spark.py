@@ -3,7 +3,7 @@
 The way clip-retrieval distributes inference over a Spark cluster: the driver lists the inputs and
 cuts them into partitions of whole batches; each Spark task loads the encoder once and runs the
 ordinary one-process pipeline on its partition, writing its own ``part-taskNNNNN-MMMMM.parquet``
-files into ``--out`` (a folder every executor can write: local disk for ``local[N]``, a shared
+files into ``--output`` (a folder every executor can write: local disk for ``local[N]``, a shared
 mount otherwise). The driver then writes the folder's ``_summary.json``. Parts in name order hold
 the one-process order, and every batch is the one-process batch, so the rows and vectors are those
 of ``kitaeru embed`` without Spark. ``--resume`` with the same partitions continues each task's parts.
@@ -68,7 +68,7 @@ def run_spark(cfg: EmbedConfig) -> dict[str, Any]:
     inputs = build_inputs(cfg)
     if cfg.limit:
         inputs = inputs[: cfg.limit]
-    out = str(Path(cfg.out).resolve())
+    out = str(Path(cfg.output).resolve())
     Path(out).mkdir(parents=True, exist_ok=True)
     session, created = spark_session(cfg.spark_master)
     try:

@@ -21,11 +21,12 @@ The base model is a setting (a Hugging Face id or a local diffusers folder), nev
 offline tries, ``write_tiny_pipeline`` (``kitaeru sample sd-pipeline``) writes a tiny random-init
 pipeline: it runs every code path in seconds and generates no real floor plans.
 
-Modules: ``config`` (schemas), ``data`` (captions and the prepared dataset), ``training`` (the entry:
-checks, run folder, OOM ladder), ``components`` (frozen parts and adapters), ``images``, ``cache``
-(latents and text embeddings), ``loop`` (the Fabric loop on one or several devices; metrics leave it
-through ``log_metrics``), ``checkpoints`` (write and resume), ``validation``, ``export`` (final folder
-and model card), ``generation``, ``tiny_pipeline``; loading any adapter folder of a run
+Modules: ``config`` (schemas and where runs sit on disk), ``data`` (captions and the prepared dataset),
+``training`` (the entry: checks, run folder, OOM ladder), ``model`` (frozen parts and adapters),
+``images``, ``cache`` (latents and text embeddings), ``loop`` (the Fabric loop on one or several
+devices; metrics leave it through ``log_metrics``), ``checkpoints`` (write and resume), ``evaluation``
+(validation images), ``export`` (final folder and model card), ``inference`` (``generate``),
+``tiny_pipeline``; loading any adapter folder of a run
 (``resolve_adapter``), the pipeline and the size rule live in ``kitaeru.models.diffusion`` (shared
 with ``serve`` and the dashboard).
 """
@@ -76,7 +77,7 @@ def train(config: TrainConfig) -> dict:
 
 def generate(config: GenerateConfig) -> dict:
     """Generate floor plans of ``width x height`` grid cells; returns the written image paths."""
-    from .generation import generate_plans
+    from .inference import generate_plans
 
     return generate_plans(config)
 
@@ -88,7 +89,7 @@ def _check_train(config: TrainConfig) -> None:
 
 
 def _check_generate(config: GenerateConfig) -> None:
-    from .generation import check_generate
+    from .inference import check_generate
 
     check_generate(config)
 
@@ -145,7 +146,7 @@ RECIPE = Recipe("lora", JOBS["lora"], [
          summary=_print_train, check=_check_train, presets=True),
     Mode("generate", GenerateConfig, generate,
          "Generate a floor plan of WIDTH x HEIGHT grid cells (1-50) with the trained adapter.",
-         ["kitaeru lora generate --width 10 --height 8 --lora runs/lora/train/lora_model/final --out plan.png",
+         ["kitaeru lora generate --width 10 --height 8 --lora runs/lora/train/lora_model/final --output plan.png",
           "kitaeru lora generate -W 6 -H 4 --pretrained-model ID_OR_DIR --num-images 4 --seed 1"],
          summary=_print_generate, check=_check_generate),
 ])

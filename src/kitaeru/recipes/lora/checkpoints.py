@@ -18,8 +18,6 @@ from typing import Any, Optional
 
 from kitaeru.core.errors import ConfigError, DataError
 
-from .config import TrainConfig
-
 LORA_DIR = "lora_model"
 CHECKPOINT_PREFIX = "checkpoint-"
 FINAL_DIR = "final"
@@ -82,56 +80,29 @@ def load_safetensors(path: Path) -> dict:
         raise DataError(f"{path}: cannot read the checkpoint's adapter ({str(exc).splitlines()[0][:200]})") from None
 
 
-def find_resume_target(config: TrainConfig) -> tuple[Path, Optional[Path]]:
-    """(run folder, checkpoint to start from or None) for ``--resume latest|PATH``."""
-    target = str(config.resume)
-    if target == "latest":
-        root = Path(config.output_dir)
-        runs = [d for d in root.iterdir() if (d / "config.yaml").is_file() and (d / LORA_DIR).is_dir()] if root.is_dir() else []
-        if not runs:
-            raise ConfigError(f"--resume latest: no LoRA run under {root} (give the run folder with --resume PATH)")
-        run_dir = max(runs, key=lambda d: (d / "config.yaml").stat().st_mtime)
-        ckpts = checkpoints(run_dir / LORA_DIR)
-        return run_dir, (ckpts[-1] if ckpts else None)
-    path = Path(target)
-    if not path.exists():
-        raise ConfigError(f"--resume {target}: not found (give latest, a run folder or a checkpoint-N folder)")
+def run_folder_of(path: Path) -> Path:
+    """The run folder a ``--resume`` path names: a ``checkpoint-N`` folder or the ``lora_model``
+    folder stand for the run that holds them."""
     if path.name.startswith(CHECKPOINT_PREFIX):
-        run_dir, ckpt = path.parent.parent, path
-        if not (ckpt / "state.json").is_file():
-            raise ConfigError(f"--resume {target}: not a complete checkpoint (no state.json)")
-    else:
-        run_dir = path.parent if path.name == LORA_DIR else path
-        ckpts = checkpoints(run_dir / LORA_DIR)
-        ckpt = ckpts[-1] if ckpts else None
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"--resume {target}: {run_dir} is not a LoRA run folder (no config.yaml)")
-    return run_dir, ckpt
+        return path.parent.parent
+    return path.parent if path.name == LORA_DIR else path
 
 
-def given_keys(config: TrainConfig) -> set[str]:
-    """Settings the user gave (flags, key=value, --config/--cfg-name; from Python: the keyword
-    arguments): Pydantic records them as the fields that were set, defaults excluded."""
-    return set(config.model_fields_set) & set(TrainConfig.model_fields)
+def is_lora_run(folder: Path) -> bool:
+    """A LoRA run folder: its saved settings and its adapter folder."""
+    return (folder / "config.yaml").is_file() and (folder / LORA_DIR).is_dir()
 
 
-def resumed_config(config: TrainConfig, run_dir: Path) -> TrainConfig:
-    """The run's saved config with the settings given on this command line on top (``--epochs 10``)."""
-    from kitaeru.core.config import format_validation_error, key_aliases, read_yaml
-    from pydantic import ValidationError
-
-    saved = read_yaml(run_dir / "config.yaml")
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{run_dir / 'config.yaml'}: expected a mapping of settings")
-    aliases = key_aliases(TrainConfig)
-    # runs written before a setting was renamed (mixed_precision -> precision) keep resuming
-    saved = {(k if k in TrainConfig.model_fields else aliases.get(k, k)): v for k, v in saved.items()}
-    now = config.model_dump()
-    given = {k: now[k] for k in given_keys(config) if k != "resume"}
-    try:
-        return TrainConfig.model_validate({**saved, **given, "resume": config.resume})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(run_dir / "config.yaml"))) from None
+def resume_checkpoint(reference: str, run_dir: Path) -> Optional[Path]:
+    """The checkpoint ``--resume`` starts from: the ``checkpoint-N`` folder it names, else the run's
+    newest one (None when the run wrote none yet)."""
+    path = Path(reference).expanduser()
+    if reference != "latest" and path.name.startswith(CHECKPOINT_PREFIX):
+        if not (path / "state.json").is_file():
+            raise ConfigError(f"--resume {reference}: not a complete checkpoint (no state.json)")
+        return path
+    found = checkpoints(run_dir / LORA_DIR)
+    return found[-1] if found else None
 
 
 def rng_states(trainer, g) -> dict:
@@ -160,7 +131,7 @@ def save_checkpoint(trainer, optimizer, lr_scheduler, g, plan: dict, epoch: int)
     import torch
     from safetensors.torch import save_file
 
-    from .components import lora_state_dict, save_diffusers_weights
+    from .model import lora_state_dict, save_diffusers_weights
 
     step = trainer.state.step
     rng = rng_states(trainer, g)

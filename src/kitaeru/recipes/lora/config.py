@@ -56,8 +56,9 @@ class TrainConfig(RecipeConfig):
     exist_ok: bool = setting(False, "Allow writing a new run into a named folder that already holds one.")
     resume: Optional[str] = setting(
         None, "Continue a run: 'latest' (newest run under --output-dir) or a run folder or checkpoint-N folder. "
-        "The run's saved config is used; settings given here that differ from the defaults override it "
-        "(e.g. --epochs 10 to train longer).", flag_value="latest", metavar="latest|PATH",
+        "The run's saved config is used; settings given here override it, even at their default (e.g. --epochs 10 "
+        "to train longer); the adapter's shape (--rank, --lora-alpha, --target-modules, --train-text-encoder) "
+        "cannot change.", flag_value="latest", metavar="latest|PATH",
         aliases=["resume_from_checkpoint"])
     # --- data
     resolution: int = setting(512, "Training image side in pixels (a multiple of 8, at most 4096).",
@@ -158,7 +159,7 @@ class GenerateConfig(RecipeConfig):
     guidance: float = setting(7.5, "Classifier-free guidance scale.", aliases=["guidance_scale"], ge=0)
     seed: int = setting(42, "Seed of the generation.")
     num_images: int = setting(1, "Images to generate (plan.png, plan_2.png, ...).", ge=1, le=16)
-    out: str = setting("plan.png", "Output PNG path.", aliases=["output"], short="-o", metavar="FILE")
+    output: str = setting("plan.png", "Output PNG path.", aliases=["out"], short="-o", metavar="FILE")
     prompt: Optional[str] = setting(None, "Prompt instead of the built-in floor-plan prompt.")
     negative_prompt: Optional[str] = setting(None, "Negative prompt instead of the built-in one.")
     lora_scale: float = setting(1.0, "Strength of the adapter.", ge=0, le=100)

@@ -26,7 +26,7 @@ def export_final(trainer, steps: int, final_loss: Optional[float], plan: dict) -
 
     from kitaeru.core.storage import atomic_write_json
 
-    from .components import lora_state_dict, save_diffusers_weights
+    from .model import lora_state_dict, save_diffusers_weights
 
     config = trainer.config
     final = trainer.lora_dir / FINAL_DIR
@@ -101,7 +101,7 @@ def model_card(trainer, steps: int, plan: dict, images: list[str]) -> str:
                 ("resolution", plan["resolution"]), ("rank", config.rank), ("alpha", config.lora_alpha or config.rank),
                 ("UNet targets", ", ".join(config.target_modules)), ("text encoder LoRA", config.train_text_encoder),
                 ("learning rate", trainer.learning_rate), ("lr schedule", config.lr_scheduler),
-                ("batch x accumulation x devices", f"{plan['batch']} x {plan['gradient_accumulation']} x {trainer.world}"),
+                ("batch x accumulation x devices", f"{plan['batch_size']} x {plan['gradient_accumulation']} x {trainer.world}"),
                 ("prediction type", trainer.prediction_type), ("Min-SNR gamma", config.snr_gamma),
                 ("noise offset", config.noise_offset), ("precision", config.precision), ("seed", config.seed)]
     body += ["", "## Training settings", "", "| setting | value |", "|---|---|"]

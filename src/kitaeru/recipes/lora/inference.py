@@ -21,11 +21,11 @@ def check_generate(config: GenerateConfig) -> str:
     if not base:
         raise ConfigError("--pretrained-model: give the base pipeline (the adapter does not record one)")
     check_pretrained_model(base)
-    if not config.out.lower().endswith(".png"):
-        raise ConfigError(f"--out {config.out}: write a .png file")
+    if not config.output.lower().endswith(".png"):
+        raise ConfigError(f"--output {config.output}: write a .png file")
     from kitaeru.core.storage import check_output_path
 
-    check_output_path(config.out, setting="--out")
+    check_output_path(config.output, setting="--output")
     return base
 
 
@@ -45,7 +45,7 @@ def generate_plans(config: GenerateConfig) -> dict:
     results = generate_floor_plan(pipe, config.width, config.height, steps=config.steps, guidance=config.guidance,
                                   seed=config.seed, num_images=config.num_images, prompt=config.prompt,
                                   negative_prompt=config.negative_prompt, invert_dark=config.invert_dark)
-    paths = output_paths(config.out, len(results))
+    paths = output_paths(config.output, len(results))
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path, item in zip(paths, results):
         tmp = path.with_name(f".{path.name}.tmp.png")

@@ -24,11 +24,11 @@ from kitaeru.core.errors import ConfigError
 
 from .cache import Encoded, build_cache
 from .checkpoints import PEFT_FILES, load_safetensors, restore, save_checkpoint
-from .components import Components, add_lora, load_lora_state, lora_state_dict, trained_modules
+from .model import Components, add_lora, load_lora_state, lora_state_dict, trained_modules
 from .config import TrainConfig
 from .data import TrainItem
 from .images import load_rgb, square, to_pixels
-from .validation import validate
+from .evaluation import validate
 
 StepHook = Callable[[int, dict], None]
 # --precision -> Lightning's precision (LoRA weights stay fp32; the frozen ones take the dtype)
@@ -200,7 +200,7 @@ class LoraTrainer:
     # -- the loop ---------------------------------------------------------------------------------
     def group_size(self, plan: dict) -> int:
         """Images of one optimizer step, all processes together."""
-        return plan["batch"] * plan["gradient_accumulation"] * self.world
+        return plan["batch_size"] * plan["gradient_accumulation"] * self.world
 
     def total_steps(self, plan: dict) -> tuple[int, int]:
         """(steps per epoch, steps of the run): the step budget when given, else epochs x steps per epoch."""
@@ -295,7 +295,7 @@ class LoraTrainer:
 
         fabric = self.fabric
         share = group[self.rank::self.world]
-        micro = [share[i:i + plan["batch"]] for i in range(0, len(share), plan["batch"])]
+        micro = [share[i:i + plan["batch_size"]] for i in range(0, len(share), plan["batch_size"])]
         if self.step_hook is not None:
             self.step_hook(self.state.step + 1, dict(plan))
         step_loss = 0.0

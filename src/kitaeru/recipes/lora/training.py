@@ -4,14 +4,14 @@ The order of work:
 
 1. cheap checks (data folder, base model folder, settings, the checkpoint to resume), then the
    dataset's captions;
-2. the frozen parts loaded (``components``), the LoRA target modules checked against the UNet;
+2. the frozen parts loaded (``model``), the LoRA target modules checked against the UNet;
    only now is the run folder created, so a bad input leaves nothing behind;
 3. frozen work done once (``cache``): every image's VAE latent distribution and every caption's
    text embedding, cached on disk (``--no-cache-latents`` re-encodes every step, as the diffusers
    example does);
 4. the loop (``loop``): the scheduler's own ``add_noise``, Min-SNR and noise offset on request,
    gradient accumulation, ``lora_model/checkpoint-N`` (``checkpoints``), validation images
-   (``validation``), ``results.csv`` per epoch, a step budget;
+   (``evaluation``), ``results.csv`` per epoch, a step budget;
 5. ``lora_model/final`` (``export``): a Hub-ready folder with the model card.
 
 Why Fabric and not the Lightning Trainer: resume must continue the same optimizer step and the same
@@ -33,27 +33,77 @@ from pathlib import Path
 from typing import Optional
 
 from kitaeru.core.errors import ConfigError
+from kitaeru.core.run_setup import OpenedRun, RunLayout, given_keys, open_run
 
-from .checkpoints import (LORA_DIR, LORA_WEIGHTS, PEFT_WEIGHTS, check_checkpoint, checkpoints, find_resume_target,
-                          given_keys, resumed_config)
+from .checkpoints import (LORA_DIR, LORA_WEIGHTS, PEFT_WEIGHTS, check_checkpoint, checkpoints, is_lora_run,
+                          resume_checkpoint, run_folder_of)
 from .config import RECIPE_NAME, TrainConfig
 from .data import quick_check_data_dir, training_items
 from .loop import PRECISION, LoraTrainer, StepHook
 
-__all__ = ["train_lora", "check_train", "LORA_DIR", "LORA_WEIGHTS", "PEFT_WEIGHTS"]
-PLAN_KEYS = {"batch": "batch_size", "gradient_accumulation": "gradient_accumulation",
-             "gradient_checkpointing": "gradient_checkpointing", "resolution": "resolution"}
+__all__ = ["train_lora", "check_train", "open_lora_run", "LORA_RUNS", "LORA_DIR", "LORA_WEIGHTS", "PEFT_WEIGHTS"]
+
+# Where LoRA runs sit: <output-dir>/<name> (train, train2, ...) with config.yaml and lora_model/; a
+# checkpoint-N or lora_model folder given to --resume stands for its run.
+LORA_RUNS = RunLayout(
+    RECIPE_NAME, "LoRA", is_run=is_lora_run, locate=run_folder_of, default_name="train",
+    # the checkpoint's adapter only loads into (and continues) an adapter of the same shape and scale
+    pinned={"rank": "--rank", "lora_alpha": "--lora-alpha", "target_modules": "--target-modules",
+            "train_text_encoder": "--train-text-encoder"},
+    # --epochs given on resume means train by epochs: the saved step budget would silently win over it
+    replace_together=(frozenset({"epochs", "max_train_steps"}),))
+# The settings the OOM ladder may change, by their field names (the plan of a checkpoint's state.json).
+PLAN_FIELDS = ("batch_size", "gradient_accumulation", "gradient_checkpointing", "resolution")
 
 
-# ---- cheap checks ---------------------------------------------------------------------------
+# ---- cheap checks and the run folder ----------------------------------------------------------
 def check_train(config: TrainConfig) -> None:
-    """What can be checked before any heavy import (a wrong --data-dir or a broken checkpoint fails at once)."""
+    """What can be checked before any heavy import: the run folder (a used --name, a --resume that
+    names no run, a broken checkpoint), the data folder, the base model and the settings."""
+    opened, _checkpoint, _plan = open_lora_run(config)
+    _check_inputs(opened.config)
+
+
+def open_lora_run(config: TrainConfig) -> tuple[OpenedRun[TrainConfig], Optional[Path], dict]:
+    """(the run: folder and config, the checkpoint to start from, the plan the OOM ladder settled on
+    before) — cheap, nothing is created."""
+    from kitaeru.core.distributed import is_rank_zero, place, shared_run_dir
+
+    handed = shared_run_dir()  # a process Fabric started for ddp joins rank 0's run folder
+    if not (handed or config.name or config.resume) and place().world_size > 1:
+        # torchrun/SLURM started every process: none can number a folder alone
+        raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --name")
     if config.resume:
-        run_dir, checkpoint = find_resume_target(config)
-        if checkpoint is not None:
-            check_checkpoint(checkpoint)
-        return
-    _check_inputs(config)
+        return _open_resumed(config)
+    if handed:
+        return OpenedRun(config, Path(handed), False, LORA_RUNS), None, {}
+    # only rank 0 refuses a used --name: the other processes find the folder rank 0 already opened
+    opened = open_run(config, LORA_RUNS, root=config.output_dir, name=config.name,
+                      exist_ok=config.exist_ok or not is_rank_zero())
+    return opened, None, {}
+
+
+def _open_resumed(config: TrainConfig) -> tuple[OpenedRun[TrainConfig], Optional[Path], dict]:
+    given = given_keys(config)
+    opened = open_run(config, LORA_RUNS, root=config.output_dir, resume=config.resume)
+    checkpoint = resume_checkpoint(str(config.resume), opened.run_dir)
+    if checkpoint is None:
+        return opened, None, {}
+    saved_state = check_checkpoint(checkpoint)
+    _check_world_size(opened.config, checkpoint, int(saved_state.get("world_size", 1)))
+    # What the OOM ladder settled on before, unless set again now: no second trip down the ladder.
+    earlier = {k: v for k, v in saved_plan(saved_state).items() if k not in given}
+    return opened, checkpoint, earlier
+
+
+def saved_plan(state: dict) -> dict:
+    """A checkpoint's plan by field name; checkpoints written before the plan used the field names
+    spell them as the schema's aliases do (``batch`` for ``batch_size``)."""
+    from kitaeru.core.config import key_aliases
+
+    aliases = key_aliases(TrainConfig)
+    plan = {(k if k in TrainConfig.model_fields else aliases.get(k, k)): v for k, v in (state.get("plan") or {}).items()}
+    return {k: v for k, v in plan.items() if k in PLAN_FIELDS}
 
 
 def _check_inputs(config: TrainConfig) -> None:
@@ -81,12 +131,12 @@ def _check_world_size(config: TrainConfig, checkpoint: Path, written_by: int) ->
 
 # ---- the OOM ladder ---------------------------------------------------------------------------
 def halve_batch_keep_effective(plan: dict):
-    batch = int(plan["batch"])
+    batch = int(plan["batch_size"])
     if batch <= 1:
         return None
     new = batch // 2
     accum = int(plan["gradient_accumulation"]) * math.ceil(batch / new)
-    return ({**plan, "batch": new, "gradient_accumulation": accum},
+    return ({**plan, "batch_size": new, "gradient_accumulation": accum},
             f"batch {batch} -> {new}, gradient accumulation {plan['gradient_accumulation']} -> {accum}")
 
 
@@ -123,23 +173,6 @@ def launch_fabric(config: TrainConfig, device):
     return fabric
 
 
-def _resume_setup(config: TrainConfig) -> tuple[TrainConfig, Optional[Path], Optional[Path], dict]:
-    """(config, run folder, checkpoint, plan the OOM ladder settled on) of ``--resume``; nothing for a new run."""
-    if not config.resume:
-        return config, None, None, {}
-    run_dir, checkpoint = find_resume_target(config)
-    given = given_keys(config)
-    config = resumed_config(config, run_dir)
-    if checkpoint is None:
-        return config, run_dir, None, {}
-    saved_state = check_checkpoint(checkpoint)
-    _check_world_size(config, checkpoint, int(saved_state.get("world_size", 1)))
-    # What the OOM ladder settled on before, unless set again now: no second trip down the ladder.
-    saved_plan = saved_state.get("plan") or {}
-    earlier = {k: v for k, v in saved_plan.items() if k in PLAN_KEYS and PLAN_KEYS[k] not in given}
-    return config, run_dir, checkpoint, earlier
-
-
 def _sample(items: list, config: TrainConfig) -> list:
     """``--max-train-samples``: a seeded draw of that many images, in the dataset's order."""
     if not config.max_train_samples or config.max_train_samples >= len(items):
@@ -150,60 +183,30 @@ def _sample(items: list, config: TrainConfig) -> list:
     return [items[i] for i in keep]
 
 
-def _new_run_dir(config: TrainConfig, handed: Optional[str]) -> Path:
-    from kitaeru.core.distributed import is_rank_zero
-    from kitaeru.core.run import next_run_dir, refuse_used_run_dir, run_dir_under
-
-    root = Path(config.output_dir)
-    if handed:
-        return Path(handed)
-    if config.name:
-        run_dir = run_dir_under(root, config.name, setting="--name")  # never outside --output-dir
-        if is_rank_zero():
-            refuse_used_run_dir(run_dir, exist_ok=config.exist_ok)
-        return run_dir
-    return next_run_dir(root, "train")
-
-
 def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> dict:
     """Train (or resume) a LoRA run; returns the fields of ``training_result.json``."""
-    from kitaeru.core.distributed import is_rank_zero, place, run_folder, share_run_dir, shared_run_dir
+    from kitaeru.core.distributed import is_rank_zero, run_folder, share_run_dir
 
-    handed = shared_run_dir()  # a process Fabric started for ddp joins rank 0's run folder
-    if not (handed or config.name or config.resume) and place().world_size > 1:
-        # torchrun/SLURM started every process: none can number a folder alone
-        raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --name")
-    config, run_dir, resume_checkpoint, earlier_plan = _resume_setup(config)
+    opened, resume_checkpoint, earlier_plan = open_lora_run(config)
+    config = opened.config
     _check_inputs(config)
     from kitaeru.core.tracking import attach_reporter, check_trackers
 
-    check_trackers(config.tracking, resume_dir=run_dir)  # the pipeline loads before the run folder exists
+    # the pipeline loads before the run folder exists
+    check_trackers(config.tracking, resume_dir=opened.run_dir if opened.resumed else None)
     items, skipped, source = training_items(Path(config.data_dir))
     items = _sample(items, config)
+    device, components = _load(config)  # heavy imports start here, after the cheap checks
 
-    import torch  # heavy imports start here, after the cheap checks
-
-    from kitaeru.core.device import resolve_device
-
-    from .components import check_target_modules, load_components
-
-    device = resolve_device(config.device)
-    if config.precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"--precision fp16 needs a CUDA GPU (device is {device.device}); use bf16 or no")
-    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.precision]
-    components = load_components(str(config.pretrained_model), weight_dtype)
-    check_target_modules(components.unet, config.target_modules)
-
-    run_dir = run_dir or _new_run_dir(config, handed)
+    run_dir = opened.run_dir
     run = run_folder(run_dir, tensorboard=config.tensorboard and config.tracking.tensorboard)
     run.save_config(config.model_copy(update={"resume": None}))
-    attach_reporter(run, config.tracking, config, recipe=RECIPE_NAME, resume=bool(config.resume))
+    attach_reporter(run, config.tracking, config, recipe=RECIPE_NAME, resume=opened.resumed)
     run.record_skipped(skipped)
     if is_rank_zero():
         share_run_dir(run_dir)
-    plan = {"batch": config.batch_size, "gradient_accumulation": config.gradient_accumulation,
-            "gradient_checkpointing": config.gradient_checkpointing, "resolution": config.resolution, **earlier_plan}
-    with run.lifecycle(resume_command=f"kitaeru lora train --resume {run_dir}", recipe=RECIPE_NAME,
+    plan = {**{field: getattr(config, field) for field in PLAN_FIELDS}, **earlier_plan}
+    with run.lifecycle(resume_command=opened.resume_command, recipe=RECIPE_NAME,
                        epochs_planned=config.epochs, base_model=str(config.pretrained_model), device=device.as_dict(),
                        data={"data_dir": str(config.data_dir), "source": source, "images": len(items)},
                        resumed_from=str(resume_checkpoint) if resume_checkpoint else None):
@@ -218,9 +221,26 @@ def train_lora(config: TrainConfig, *, step_hook: Optional[StepHook] = None) -> 
             final = export_final(trainer, outcome["steps"], outcome["final_loss"], plan)
         finally:
             trainer.close()
-        result = _result(trainer, config, run, outcome, plan, recoveries, final, resume_checkpoint)
+        result = _result(trainer, opened, run, outcome, plan, recoveries, final, resume_checkpoint)
         run.write_result("completed", **result)
     return {"status": "completed", **result}
+
+
+def _load(config: TrainConfig):
+    """(device, frozen components with the LoRA targets checked against the UNet)."""
+    import torch
+
+    from kitaeru.core.device import resolve_device
+
+    from .model import check_target_modules, load_components
+
+    device = resolve_device(config.device)
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"--precision fp16 needs a CUDA GPU (device is {device.device}); use bf16 or no")
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.precision]
+    components = load_components(str(config.pretrained_model), weight_dtype)
+    check_target_modules(components.unet, config.target_modules)
+    return device, components
 
 
 def _fit(trainer: LoraTrainer, config: TrainConfig, run, plan: dict, resume_checkpoint: Optional[Path]):
@@ -256,8 +276,9 @@ def _fit(trainer: LoraTrainer, config: TrainConfig, run, plan: dict, resume_chec
     return outcome, plan, recoveries
 
 
-def _result(trainer: LoraTrainer, config: TrainConfig, run, outcome: dict, plan: dict, recoveries: list,
+def _result(trainer: LoraTrainer, opened: OpenedRun[TrainConfig], run, outcome: dict, plan: dict, recoveries: list,
             final: Path, resume_checkpoint: Optional[Path]) -> dict:
+    config = opened.config
     weights = final / LORA_WEIGHTS
     rows = run.rows
     run_dir = run.path
@@ -273,6 +294,6 @@ def _result(trainer: LoraTrainer, config: TrainConfig, run, outcome: dict, plan:
         "plan": plan, "oom_recoveries": recoveries, "prediction_type": trainer.prediction_type,
         "learning_rate": trainer.learning_rate, "train_text_encoder": config.train_text_encoder,
         "world_size": trainer.world, "effective_batch": trainer.group_size(plan),
-        "resume_command": f"kitaeru lora train --resume {run_dir}",
+        "resume_command": opened.resume_command,
         "resumed_from": str(resume_checkpoint) if resume_checkpoint else None,
     }

@@ -32,7 +32,7 @@ def map(config: MapConfig) -> dict[str, Any]:  # noqa: A001 - the mode's name, a
 
     from kitaeru.core.storage import check_output_path
 
-    for flag, path in (("--out", config.out), ("--html", config.html), ("--json-out", config.json_out)):
+    for flag, path in (("--output", config.output), ("--html", config.html), ("--output-json", config.output_json)):
         check_output_path(path, setting=flag)  # before 25 s of UMAP, not after
     source = config.embeddings or config.output_dir
     if not exists(source):
@@ -61,8 +61,8 @@ RECIPE = Recipe(
             "map", MapConfig, map,
             "Project vectors to 2-D with UMAP and draw them: PNG, interactive HTML, JSON coordinates.",
             examples=[
-                "kitaeru map --embeddings vectors/embeddings.parquet --out map.png --html map.html --json-out coords.json",
-                "kitaeru map --output-dir runs/quickstart --out scenes.png --html scenes.html --color-by weather",
+                "kitaeru map --embeddings vectors/embeddings.parquet --output map.png --html map.html --output-json coords.json",
+                "kitaeru map --output-dir runs/quickstart --output scenes.png --html scenes.html --color-by weather",
                 "kitaeru map --embeddings s3://bucket/vectors/ --sample 50000 n_neighbors=30 --json",
             ],
             summary=_summary, presets=True,

@@ -32,10 +32,10 @@ class MapConfig(RecipeConfig):
         description="Folder that relative image paths are read from for thumbnails (default: the folder the "
         "vector DB records, else the paths as stored).",
     )
-    out: str = setting("map.png", description="The PNG scatter plot to write.")
+    output: str = setting("map.png", "The PNG scatter plot to write.", aliases=["out"], short="-o", metavar="FILE")
     html: Optional[str] = setting(None, description="Also write an interactive Plotly HTML map (hover: path/description + thumbnail).")
-    json_out: Optional[str] = setting(None, "Also write the 2-D coordinates to this JSON file (one entry per point); "
-                                     "--json prints the run summary instead.", aliases=["coords"], metavar="FILE")
+    output_json: Optional[str] = setting(None, "Also write the 2-D coordinates to this JSON file (one entry per point); "
+                                        "--json prints the run summary instead.", aliases=["json_out", "coords"], metavar="FILE")
     color_by: Optional[str] = setting(
         None, description="Colour points by this metadata column (categories get a legend, numbers a colour bar); "
         "default: a column with a few categories (weather, time, location, ...) when one exists; 'none' = one colour."
@@ -67,10 +67,10 @@ class MapConfig(RecipeConfig):
     def _one_source(self) -> "MapConfig":
         if bool(self.embeddings) == bool(self.output_dir):
             raise ConfigError("map: give exactly one of --embeddings or --output-dir")
-        if not self.out.lower().endswith(".png"):
-            raise ConfigError(f"--out {self.out}: the scatter plot is a PNG; the name must end in .png")
+        if not self.output.lower().endswith(".png"):
+            raise ConfigError(f"--output {self.output}: the scatter plot is a PNG; the name must end in .png")
         if self.html and not self.html.lower().endswith((".html", ".htm")):
             raise ConfigError(f"--html {self.html}: the name must end in .html")
-        if self.json_out and not self.json_out.lower().endswith(".json"):
-            raise ConfigError(f"--json-out {self.json_out}: the name must end in .json")
+        if self.output_json and not self.output_json.lower().endswith(".json"):
+            raise ConfigError(f"--output-json {self.output_json}: the name must end in .json")
         return self

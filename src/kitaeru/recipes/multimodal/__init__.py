@@ -10,13 +10,17 @@ The job, in order:
    time series resampled; encoded once and cached in ``OUTPUT/cache/``.
 3. **Model** (``model``): a text projector, an image projector (and an LSTM time-series
    encoder) trained with a multi-positive CLIP loss; recall@1/5/10 both ways on validation.
-4. **Train** (``train``): Lightning fit inside the run lifecycle (``training_result.json``
-   running → completed / failed / interrupted, Ctrl-C → exit 130 and the resume command),
-   ``results.csv`` a row per epoch, ``weights/last.ckpt`` and ``weights/best.ckpt``.
-5. **Save** (``save``): projectors, ``query_encoder.json``, ``vector_db.json`` and
-   ``scenes_with_umap.json`` (the 2-D map of the scenes).
-6. **Use** (``export``): re-export with trained projectors (``--skip-training``), ``evaluate``
-   recall on any scene folder, ``search`` the vector DB with a text or an image.
+4. **Train** (``training``): the run folder and config come from the core run setup
+   (:data:`config.LAYOUT`: ``--output-dir`` is the run folder, ``--resume`` continues one); Lightning
+   fits inside the run lifecycle (``training_result.json`` running → completed / failed /
+   interrupted, Ctrl-C → exit 130 and the resume command), ``results.csv`` a row per epoch,
+   ``weights/last.ckpt`` and ``weights/best.ckpt``.
+5. **Export** (``export``): projectors, ``query_encoder.json``, ``vector_db.json`` and
+   ``scenes_with_umap.json`` (the 2-D map of the scenes); again with trained projectors on any
+   data (``--skip-training``).
+6. **Use**: ``evaluation`` (recall on any scene folder) and ``inference`` (search the vector DB with
+   a text or an image). ``sample_scenes`` / ``sample_render`` generate the built-in scenes,
+   ``nuscenes`` reads a nuScenes root.
 
 Entry functions: :func:`train`, :func:`evaluate`, :func:`search`. This module imports only the
 config schemas; torch, Lightning and the encoders load when an entry runs, after its cheap checks.
@@ -34,58 +38,31 @@ from .config import EvaluateConfig, MultimodalConfig, SearchConfig, TrainConfig
 
 __all__ = ["RECIPE", "EvaluateConfig", "MultimodalConfig", "SearchConfig", "TrainConfig", "evaluate", "search", "train"]
 
-SOURCE_KEYS = ("data_dir", "nuscenes_path", "use_sample_data")
-
-
-def _with_saved_config(config: TrainConfig, given: set[str]) -> TrainConfig:
-    """``--resume``: the interrupted run's saved config, with what was given now on top."""
-    from pydantic import ValidationError
-
-    from kitaeru.core.config import format_validation_error, read_yaml
-    from kitaeru.core.errors import ConfigError
-    from kitaeru.core.run import CONFIG_YAML
-
-    saved_file = Path(str(config.output_dir)) / CONFIG_YAML
-    if not saved_file.is_file():
-        return config
-    saved = read_yaml(saved_file)
-    if given & set(SOURCE_KEYS):  # a data source given now replaces the saved one
-        saved = {k: v for k, v in saved.items() if k not in SOURCE_KEYS}
-    now = config.model_dump(include=given | {"output_dir", "resume"})
-    try:
-        return TrainConfig.model_validate({**saved, **now, "exist_ok": False})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"{saved_file} + command line")) from None
-
 
 def prepare_train_config(config: TrainConfig) -> TrainConfig:
-    """Cheap checks and defaults of a training run, before anything heavy is imported: the output
-    folder (cloud defaults, auto-increment, resume), the data source exists, a used folder is refused."""
+    """Cheap checks and defaults of a training run, before anything heavy is imported: the run folder
+    and its config (core run setup: new, resumed or handed over by rank 0), the data source exists, a
+    used folder is refused, remote destinations answer, the data and encoder names are valid."""
+    from kitaeru.core.distributed import is_rank_zero, place, shared_run_dir, stdout_to_stderr_off_rank_zero
+    from kitaeru.core.errors import ConfigError
     from kitaeru.core.run import refuse_used_run_dir
     from kitaeru.core.storage import is_remote
 
-    from .config import apply_cloud_defaults, check_local_folder, check_source_given
+    from .config import check_local_folder, check_source_given, handed_run, open_train_run
 
-    from kitaeru.core.distributed import is_rank_zero, place, shared_run_dir, stdout_to_stderr_off_rank_zero
-    from kitaeru.core.errors import ConfigError
-
-    given = set(config.model_fields_set)
     stdout_to_stderr_off_rank_zero()
     handed = shared_run_dir()
-    if not handed and place().world_size > 1 and not (config.output_dir or config.resume or config.cloud == "sagemaker"):
-        raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --output-dir")
     if handed:  # a process Lightning started for ddp: rank 0's run folder, already checked and in use
-        config = config.model_copy(update={"output_dir": handed, **({"resume": handed} if config.resume else {})})
-        config = apply_cloud_defaults(config)
-        return _with_saved_config(config, given) if config.resume else config
-    config = apply_cloud_defaults(config)
-    if config.resume:
-        config = _with_saved_config(config, given)
+        return handed_run(config, handed).config
+    if place().world_size > 1 and not (config.output_dir or config.resume or config.cloud == "sagemaker"):
+        raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --output-dir")
+    opened = open_train_run(config)
+    config = opened.config
     check_source_given(config)
     check_local_folder(config.data_dir, "--data-dir")
     check_local_folder(config.nuscenes_path, "--nuscenes-path", "nuScenes root")
     out = str(config.output_dir)
-    if not (config.resume or config.skip_training or is_remote(out)) and is_rank_zero():
+    if not (opened.resumed or config.skip_training or is_remote(out)) and is_rank_zero():
         from kitaeru.core.storage import check_output_path
 
         check_output_path(out, setting="--output-dir", kind="dir")
@@ -119,7 +96,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     check_local_folder(config.data_dir, "--data-dir")
     from kitaeru.core.device import resolve_device
 
-    from .inference import evaluate_output
+    from .evaluation import evaluate_output
 
     return evaluate_output(config.output_dir, config.data_dir, device=resolve_device(config.device).device,
                            limit=config.limit, mcap_topics=tuple(config.mcap_topics), workers=config.workers)
@@ -153,7 +130,7 @@ def search(config: SearchConfig) -> list[dict[str, Any]]:
 def write_sample_scenes(out: str | Path, num_scenes: int, *, seed: int = 0, timeseries: bool = True) -> Path:
     """The built-in sample scenes (what ``--use-sample-data`` trains on), written to a folder
     (``kitaeru sample scenes``)."""
-    from kitaeru.data.sample_scenes import write_sample_scenes as write
+    from .sample_scenes import write_sample_scenes as write
 
     return write(out, num_scenes, seed=seed, timeseries=timeseries)
 

@@ -6,7 +6,9 @@ Light imports only: the CLI builds its options (and their help) from these schem
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -15,6 +17,8 @@ from pydantic import field_validator, model_validator
 from kitaeru.core.config import Epochs, RecipeConfig, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
 from kitaeru.core.errors import ConfigError
+from kitaeru.core.run_dirs import RESULT_JSON
+from kitaeru.core.run_setup import OpenedRun, RunLayout, find_run, has_config, open_run, saved_config
 from kitaeru.core.tracking import TrackingSettings, tracking_section
 
 DEFAULT_RUNS = "runs"
@@ -65,7 +69,7 @@ class MultimodalConfig(RecipeConfig):
     skip_training: bool = setting(False, "Do not train: export vector_db.json and the map with the projectors already in --output-dir.")
     resume: Optional[str] = setting(
         None, "Continue an interrupted run from its last checkpoint: --resume alone (= latest: the --output-dir, or the "
-        "newest runs/multimodal*) or --resume RUN_FOLDER. Its saved config.yaml is reused; flags given now win.",
+        "newest multimodal run under runs/) or --resume RUN_FOLDER. Its saved config.yaml is reused; options given now win.",
         flag_value="latest", metavar="latest|PATH")
     exist_ok: bool = setting(False, "Start a new run in an --output-dir that already holds one, overwriting its weights and evidence.")
     trust_checkpoint: bool = setting(
@@ -138,58 +142,125 @@ class SearchConfig(RecipeConfig):
     device: str = setting("auto", DEVICE_HELP)
 
 
-# ---- cheap checks and defaults, before anything heavy is imported ------------------------------------
-def _newest_run(root: str, name: str) -> Optional[str]:
-    """The newest ``root/name``, ``root/name2``, ... folder (the last one :func:`next_run_dir` made)."""
-    base = Path(root)
-    if not base.is_dir():
-        return None
-    found = []
-    for path in base.iterdir():
-        suffix = path.name[len(name):]
-        if path.is_dir() and path.name.startswith(name) and (suffix == "" or suffix.isdigit()):
-            found.append((int(suffix or 1), path))
-    return str(max(found)[1]) if found else None
+# ---- where a run lives (cheap: before anything heavy is imported) ---------------------------------------
+SOURCE_KEYS = ("data_dir", "nuscenes_path", "use_sample_data")
+LAST_CHECKPOINT = "weights/last.ckpt"
 
 
-def apply_cloud_defaults(config: MultimodalConfig) -> MultimodalConfig:
-    """Fill the data source and output folder that ``--cloud`` (and ``--resume``) imply when not given.
+def _run_of(path: Path) -> Path:
+    """A file inside a run given to --resume (``weights/last.ckpt``, ``config.yaml`` ...) -> its run folder."""
+    if path.is_file():
+        return path.parent.parent if path.parent.name == "weights" else path.parent
+    return path
 
-    sagemaker: data from ``$SM_CHANNEL_TRAINING``, outputs to ``$SM_MODEL_DIR``; colab: outputs to
-    ``/content/output``; local: a new ``runs/multimodal``, ``runs/multimodal2``, ... (with
-    ``--resume`` alone or ``--skip-training``: the newest of them).
-    """
-    from kitaeru.core.run import next_run_dir
 
-    updates: dict = {}
+def _is_multimodal_run(folder: Path) -> bool:
+    """A folder with a saved ``config.yaml`` whose evidence names no other job (runs of every job may
+    share ``runs/``; a run stopped before its evidence was written counts)."""
+    if not has_config(folder):
+        return False
+    try:
+        recipe = json.loads((folder / RESULT_JSON).read_text(encoding="utf-8")).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return recipe in (None, "multimodal")
+
+
+# --output-dir IS the run folder: new runs are runs/multimodal, runs/multimodal2 ... when none is named.
+LAYOUT = RunLayout(
+    "multimodal", "multimodal", is_run=_is_multimodal_run, locate=_run_of, default_name=DEFAULT_NAME,
+    # the checkpoint's shapes and the cached features depend on these: a resumed run keeps them
+    pinned={"embed_dim": "--embed-dim", "include_timeseries": "--include-timeseries",
+            "text_encoder": "--text-encoder", "image_encoder": "--image-encoder"},
+    replace_together=(frozenset(SOURCE_KEYS),), name_setting="--output-dir",
+)
+
+
+def _home(config: MultimodalConfig) -> tuple[Path, RunLayout]:
+    """Where numbered runs go when no folder is named: ``runs/multimodal``, ``runs/multimodal2`` ...
+    (colab: ``/content/output``, ``/content/output2`` ...)."""
+    if config.cloud == "colab":
+        return Path(COLAB_OUTPUT).parent, replace(LAYOUT, default_name=Path(COLAB_OUTPUT).name)
+    return Path(DEFAULT_RUNS), LAYOUT
+
+
+def _named_folder(config: MultimodalConfig) -> Optional[str]:
+    """The run folder the options name: ``--output-dir``, ``--resume PATH`` or sagemaker's ``$SM_MODEL_DIR``."""
     resume_path = config.resume if config.resume not in (None, "latest") else None
-    if resume_path:
-        if config.output_dir and Path(config.output_dir) != Path(resume_path):
-            raise ConfigError(f"--resume {resume_path} and --output-dir {config.output_dir}: give one run folder")
-        updates["output_dir"] = resume_path
-    if config.cloud == "sagemaker":
-        if not (config.data_dir or config.nuscenes_path or config.use_sample_data or config.resume):
-            channel = os.environ.get("SM_CHANNEL_TRAINING")
-            if not channel:
-                raise ConfigError("--cloud sagemaker: SM_CHANNEL_TRAINING is not set; give --data-dir (or --use-sample-data)")
-            updates["data_dir"] = channel
-        if not (config.output_dir or resume_path):
-            model_dir = os.environ.get("SM_MODEL_DIR")
-            if not model_dir:
-                raise ConfigError("--cloud sagemaker: SM_MODEL_DIR is not set; give --output-dir")
-            updates["output_dir"] = model_dir
-    elif not (config.output_dir or resume_path):
-        root, name = (str(Path(COLAB_OUTPUT).parent), Path(COLAB_OUTPUT).name) if config.cloud == "colab" \
-            else (DEFAULT_RUNS, DEFAULT_NAME)
-        if config.resume == "latest" or config.skip_training:  # both use the newest run's projectors
-            newest = _newest_run(root, name)
-            if newest is None:
-                flag, hint = ("--resume", "--resume RUN_FOLDER") if config.resume else ("--skip-training", "--output-dir RUN_FOLDER")
-                raise ConfigError(f"{flag}: no run under {root}/ to use (give {hint})")
-            updates["output_dir"] = newest
-        else:
-            updates["output_dir"] = str(next_run_dir(root, name))
-    return config.model_copy(update=updates)
+    if resume_path and config.output_dir and Path(config.output_dir) != _run_of(Path(resume_path)):
+        raise ConfigError(f"--resume {resume_path} and --output-dir {config.output_dir}: give one run folder")
+    folder = config.output_dir or resume_path
+    if folder is None and config.cloud == "sagemaker":
+        folder = os.environ.get("SM_MODEL_DIR")
+        if not folder:
+            raise ConfigError("--cloud sagemaker: SM_MODEL_DIR is not set; give --output-dir")
+    return folder
+
+
+def _cloud_data(config: MultimodalConfig) -> MultimodalConfig:
+    """sagemaker: the training channel ``$SM_CHANNEL_TRAINING`` when no data source is given."""
+    if config.cloud != "sagemaker" or any(getattr(config, key) for key in SOURCE_KEYS):
+        return config
+    channel = os.environ.get("SM_CHANNEL_TRAINING")
+    if not channel:
+        raise ConfigError("--cloud sagemaker: SM_CHANNEL_TRAINING is not set; give --data-dir (or --use-sample-data)")
+    return config.model_copy(update={"data_dir": channel})
+
+
+def _resume_reference(folder: Optional[str]) -> str:
+    """What ``--resume`` names for the core run setup: ``latest`` (the newest multimodal run under the
+    runs folder) or the named run folder (``--resume PATH``, ``--output-dir``, ``$SM_MODEL_DIR``)."""
+    from kitaeru.core.storage import is_remote
+
+    if folder is None:
+        return "latest"
+    if is_remote(folder):
+        raise ConfigError(f"--resume continues a local run folder, not {folder}")
+    run_dir = _run_of(Path(folder).expanduser())
+    if not has_config(run_dir):  # a folder that never started a run has nothing to continue
+        raise ConfigError(f"--resume: no checkpoint to continue from ({run_dir / LAST_CHECKPOINT} not found)")
+    return str(run_dir)
+
+
+def open_train_run(config: MultimodalConfig) -> OpenedRun[MultimodalConfig]:
+    """The run's folder and the config it runs with; cheap, creates nothing.
+
+    A new run writes to ``--output-dir`` (sagemaker ``$SM_MODEL_DIR``) or the next free
+    ``runs/multimodal``, ``runs/multimodal2`` ... (colab ``/content/output`` ...). ``--resume``
+    continues ``--resume PATH``, the ``--output-dir``, or the newest run, with its saved config and
+    the options given now on top. ``--skip-training`` exports into ``--output-dir`` or the newest run.
+    A named folder is checked (used or not) by the recipe once the data checks pass, on rank 0 only.
+    """
+    root, layout = _home(config)
+    if config.resume:
+        opened = open_run(config, layout, root=root, resume=_resume_reference(_named_folder(config)),
+                          now={"exist_ok": False})
+        opened.config = _cloud_data(opened.config.model_copy(update={"output_dir": str(opened.run_dir)}))
+        return opened
+    config = _cloud_data(config)  # a missing data channel is reported before the output folder
+    folder = _named_folder(config)
+    if folder is None and config.skip_training:  # export with the newest run's projectors
+        try:
+            folder = str(find_run("latest", root, layout))
+        except ConfigError:
+            raise ConfigError(f"--skip-training: no run under {root}/ to use (give --output-dir RUN_FOLDER)") from None
+    if folder is None:
+        opened = open_run(config, layout, root=root)
+        opened.config = config.model_copy(update={"output_dir": str(opened.run_dir)})
+        return opened
+    # a URL stays as given in output_dir (run_dir is only its local spelling; training stages it)
+    return OpenedRun(config.model_copy(update={"output_dir": folder}), Path(folder), False, layout)
+
+
+def handed_run(config: MultimodalConfig, handed: str) -> OpenedRun[MultimodalConfig]:
+    """A process Lightning started for ddp: rank 0's run folder (already checked and in use) and, on
+    ``--resume``, the config rank 0 saved there with the same options on top."""
+    run_dir = Path(handed)
+    if config.resume:
+        config = saved_config(config, run_dir, LAYOUT, now={"resume": handed, "output_dir": handed, "exist_ok": False})
+    else:
+        config = config.model_copy(update={"output_dir": handed})
+    return OpenedRun(_cloud_data(config), run_dir, bool(config.resume), LAYOUT)
 
 
 def check_source_given(config: MultimodalConfig) -> None:

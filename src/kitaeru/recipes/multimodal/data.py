@@ -26,7 +26,7 @@ def _source_key(config: MultimodalConfig) -> tuple:
 
 def _read_source(config: MultimodalConfig) -> SceneSet:
     if config.nuscenes_path:
-        from kitaeru.data.nuscenes import load_nuscenes
+        from .nuscenes import load_nuscenes
 
         return load_nuscenes(
             config.nuscenes_path, version=config.nuscenes_version, limit=config.limit, use_devkit=config.use_devkit,
@@ -95,8 +95,9 @@ def load_scenes(config: MultimodalConfig, output_dir: Path) -> SceneSet:
     if _checked and _checked[0][0] == _source_key(config):
         return _checked.pop()[1]
     if config.use_sample_data:
-        from kitaeru.data.sample_scenes import write_sample_scenes
         from kitaeru.data.scenes import load_scene_folder
+
+        from .sample_scenes import write_sample_scenes
 
         folder = write_sample_scenes(output_dir / SAMPLE_DIR, config.sample_scenes, seed=0, timeseries=True)
         return load_scene_folder(folder, limit=config.limit)

@@ -1,5 +1,5 @@
-"""Use a trained output: reload its model, re-export it on data (``--skip-training``), evaluate
-recall on any scene folder, search the vector DB with a text or an image."""
+"""Use a trained output: reload its projectors and the frozen features of any scenes, and search its
+vector DB with a text or an image (``kitaeru multimodal search``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from kitaeru.core.console import info, warn
-from kitaeru.core.device import DeviceInfo
+from kitaeru.core.console import info
 from kitaeru.core.errors import ConfigError, DataError
 from kitaeru.core.storage import is_remote
 from kitaeru.models.scene_query import (
@@ -20,9 +19,8 @@ from kitaeru.models.scene_query import (
     read_encoder_info,
 )
 
-from .config import MultimodalConfig
 from .features import CACHE_DIR, EncoderSpec, FrozenEncoders, SceneFeatures, SeriesSpec, extract_features
-from .model import FeatureTensors, SceneSearchModel, recall_by_direction
+from .model import FeatureTensors, SceneSearchModel
 
 
 def require_trained(out: Path, flag: str) -> dict[str, Any]:
@@ -53,70 +51,17 @@ def load_trained_model(out: Path, info_: dict[str, Any]) -> SceneSearchModel:
     return model.eval()
 
 
-def _features_for(out: Path, info_: dict[str, Any], scenes, *, device: str, topics=(), workers: int = 2, batch_size: int = 32) -> SceneFeatures:
+def trained_features(out: Path, info_: dict[str, Any], scenes, *, device: str, topics=(), workers: int = 2, batch_size: int = 32) -> SceneFeatures:
+    """The (cached) frozen features of ``scenes`` through the encoders a trained output was made with."""
     series = info_.get("timeseries") or None
     spec = SeriesSpec(bool(series), int(series["steps"]) if series else 32, tuple(topics))
     return extract_features(scenes, FrozenEncoders(EncoderSpec.from_info(info_), device), series=spec,
                             cache_dir=out / CACHE_DIR, workers=workers, batch_size=batch_size)
 
 
-def _all_scenes(feats: SceneFeatures) -> FeatureTensors:
+def all_scene_tensors(feats: SceneFeatures) -> FeatureTensors:
+    """Every scene of ``feats`` as one evaluation set."""
     return FeatureTensors.build(feats.text, feats.owner, feats.image, feats.series)
-
-
-def export_trained(config: MultimodalConfig, device: DeviceInfo) -> dict[str, Any]:
-    """``--skip-training``: embed the data with the projectors already in ``--output-dir`` and write
-    ``vector_db.json`` + ``scenes_with_umap.json`` (the training evidence is kept; the export is
-    added to ``training_result.json`` under ``last_export``)."""
-    from kitaeru.core.run import RunFolder
-
-    from .data import load_scenes
-    from .save import data_source_label, export_vector_db
-
-    out = Path(str(config.output_dir))
-    info_ = require_trained(out, "--skip-training")
-    fields = MultimodalConfig.model_fields
-    chosen = (config.text_encoder, config.image_encoder)
-    if chosen != (fields["text_encoder"].default, fields["image_encoder"].default) and chosen != (
-            info_["text_encoder"], info_["image_encoder"]):
-        warn(f"--skip-training uses the encoders the projectors were trained with ({info_['text_encoder']}, {info_['image_encoder']})")
-    scene_set = load_scenes(config, out)
-    feats = _features_for(out, info_, scene_set.scenes, device=device.device, topics=config.mcap_topics,
-                          workers=config.workers, batch_size=config.encode_batch_size)
-    model = load_trained_model(out, info_)
-    metrics = model.recall(_all_scenes(feats))
-    files = export_vector_db(model, feats, scene_set.scenes, out, data_dir=data_source_label(scene_set.source),
-                             encoders={"text": info_["text_encoder"], "image": info_["image_encoder"]})
-    run = RunFolder(out)
-    run.record_skipped(scene_set.skipped + feats.skipped)
-    previous = run.read_result() or {}
-    kept = {k: v for k, v in previous.items() if k not in ("status", "library_versions", "finished_at", "skipped_inputs", "last_export")}
-    export = {"data": scene_set.source, "scenes": len(feats), "recall_all_scenes": recall_by_direction(metrics),
-              "files": files, "device": device.as_dict()}
-    run.write_result(previous.get("status", "exported"), **kept, last_export=export)
-    run.close()
-    if config.s3_output:
-        from kitaeru.core.storage import upload_dir
-
-        upload_dir(out, config.s3_output)
-        export["uploaded_to"] = config.s3_output
-    return export
-
-
-def evaluate_output(output_dir: str, data_dir: str, *, device: str = "cpu", limit: int | None = None,
-                    mcap_topics=(), workers: int = 2) -> dict[str, Any]:
-    """Recall@1/5/10 both ways of a trained output on every readable scene of ``data_dir``."""
-    from kitaeru.data.scenes import load_scene_folder
-
-    out = Path(output_dir)
-    info_ = require_trained(out, "evaluate")
-    scene_set = load_scene_folder(data_dir, limit=limit)
-    feats = _features_for(out, info_, scene_set.scenes, device=device, topics=mcap_topics, workers=workers)
-    if len(feats) == 0:
-        raise DataError(f"{data_dir}: no readable scene to evaluate")
-    metrics = load_trained_model(out, info_).recall(_all_scenes(feats))
-    return {**recall_by_direction(metrics), "scenes": len(feats), "captions": int(len(feats.text)),
-            "skipped": len(scene_set.skipped) + len(feats.skipped), "data_dir": str(data_dir)}
 
 
 def search_output(output_dir: str, *, text: str | None = None, image: str | None = None, top_k: int = 5,

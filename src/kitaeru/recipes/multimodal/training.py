@@ -25,19 +25,18 @@ from kitaeru.core.lightning import (
     EvidenceCallback, distributed_trainer_kwargs, progress_callbacks, quiet_lightning, trainer_device_kwargs,
 )
 from kitaeru.core.run import RunFolder, holds_run
+from kitaeru.core.run_setup import resume_command
 from kitaeru.core.seed import seed_everything
 from kitaeru.core.remote import output_dir as output_folder
 from kitaeru.core.remote import upload_run_dir
 from kitaeru.core.tracking import attach_reporter
 
-from .config import MultimodalConfig
+from .config import LAST_CHECKPOINT, LAYOUT, MultimodalConfig
 from .data import load_scenes, split_indices
+from .export import data_source_label, export_vector_db, save_weights
 from .features import CACHE_DIR, EncoderSpec, FrozenEncoders, SceneFeatures, SeriesSpec, extract_features
 from .model import METRIC_KEYS, FeatureTensors, SceneSearchModel, recall_by_direction
-from .save import data_source_label, export_vector_db, save_weights
 
-LAST_CKPT = "last.ckpt"
-BEST_CKPT = "best.ckpt"
 MONITOR = "recall_mean"
 
 
@@ -91,7 +90,7 @@ def train_scene_search(config: MultimodalConfig) -> dict[str, Any]:
     """
     device = resolve_device(config.device)
     if config.skip_training:
-        from .inference import export_trained
+        from .export import export_trained
 
         return export_trained(config, device)
     with output_folder(config.output_dir) as out:
@@ -101,11 +100,6 @@ def train_scene_search(config: MultimodalConfig) -> dict[str, Any]:
         upload_run_dir(config.output_dir, config.s3_output, setting="--s3-output")  # a failed upload: status failed
         result["uploaded_to"] = config.s3_output
     return result
-
-
-def resume_command(out: Path) -> str:
-    """The command that continues the run in ``out`` (its config.yaml brings every other option)."""
-    return f"kitaeru multimodal train --resume {out}"
 
 
 def _train_in(config: MultimodalConfig, out: Path, device: DeviceInfo) -> dict[str, Any]:
@@ -132,7 +126,8 @@ def _train_in(config: MultimodalConfig, out: Path, device: DeviceInfo) -> dict[s
     common = {"output_dir": str(out), "device": device.as_dict(), "tier": device.tier.value,
               "epochs_requested": config.epochs}
     attach_reporter(run, config.tracking, config, recipe="multimodal", resume=bool(config.resume))  # before any model loads
-    with run.lifecycle(resume_command=resume_command(out), recipe="multimodal", epochs_planned=config.epochs, **common):
+    # the folder written (a URL's local staging copy too): the command continues this run
+    with run.lifecycle(resume_command=resume_command(LAYOUT.recipe, out), recipe="multimodal", epochs_planned=config.epochs, **common):
         result = _fit_and_save(config, out, run, device, spec, previous, from_checkpoint)
         run.write_result("completed", **result)
     return (run.read_result() or result) if is_rank_zero() else result
@@ -165,16 +160,7 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
         state = load_checkpoint(last_ckpt_path(out), trust=config.trust_checkpoint)
         resumed_from = int(state.get("epoch", -1)) + 1
         info(f"resuming after epoch {resumed_from} from {last_ckpt_path(out)}")
-    before_row = next((r for r in run.rows if r.get("epoch") == 0), None)
-    if before_row is None:
-        with torch.no_grad():
-            untrained_loss = float(model.contrastive_loss(val_feats, val_feats.collate(list(range(len(val_rows))))))
-        before = {"val_loss": untrained_loss, **model.recall(val_feats)}
-        run.log_epoch({"epoch": 0, "seconds": 0.0, "train_loss": None, **before, "lr": config.learning_rate,
-                       "temperature": config.temperature})
-    else:
-        before = {k: float(before_row[k]) for k in (*METRIC_KEYS, "recall_mean") if before_row.get(k) is not None}
-
+    before = _untrained_start(config, run, model, val_feats)
     checkpoint = _fit(config, out, run, model, train_feats, val_feats, device, resume=from_checkpoint)
     if not is_rank_zero():  # rank 0 evaluates the best epoch and writes the artefacts
         return {"rank": place().rank, "features_key": feats.key}
@@ -220,8 +206,24 @@ def _fit_and_save(config, out: Path, run: RunFolder, device: DeviceInfo, spec: E
     }
 
 
+def _untrained_start(config: MultimodalConfig, run: RunFolder, model: SceneSearchModel,
+                     val_feats: FeatureTensors) -> dict[str, float]:
+    """Validation loss and recall before training (results.csv's epoch 0); a resumed run reads the
+    row it wrote then instead of measuring its trained model."""
+    before_row = next((r for r in run.rows if r.get("epoch") == 0), None)
+    if before_row is not None:
+        return {k: float(before_row[k]) for k in (*METRIC_KEYS, "recall_mean") if before_row.get(k) is not None}
+    with torch.no_grad():
+        everything = val_feats.collate(list(range(len(val_feats.image))))
+        untrained_loss = float(model.contrastive_loss(val_feats, everything))
+    before = {"val_loss": untrained_loss, **model.recall(val_feats)}
+    run.log_epoch({"epoch": 0, "seconds": 0.0, "train_loss": None, **before, "lr": config.learning_rate,
+                   "temperature": config.temperature})
+    return before
+
+
 def last_ckpt_path(out: Path) -> Path:
-    return out / "weights" / LAST_CKPT
+    return out / LAST_CHECKPOINT
 
 
 def _fit(config, out: Path, run: RunFolder, model: SceneSearchModel, train_feats: FeatureTensors,

@@ -1,4 +1,6 @@
-"""Save: projector weights, ``query_encoder.json``, ``vector_db.json`` and ``scenes_with_umap.json``."""
+"""Export the deliverables of a trained model: projector weights, ``query_encoder.json``,
+``vector_db.json`` and ``scenes_with_umap.json`` (at the end of training, or with
+``--skip-training`` from the projectors already in an output folder)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from kitaeru.core.console import info, warn
+from kitaeru.core.device import DeviceInfo
+from kitaeru.core.run import RunFolder
+from kitaeru.core.run_setup import given_keys
 from kitaeru.core.storage import atomic_path, atomic_write_json, is_remote
-from kitaeru.data.scenes import Scene
 from kitaeru.core.vectors import l2_normalize
+from kitaeru.data.scenes import Scene
 from kitaeru.data.vector_db import VECTOR_DB_FILE, VectorDB
 from kitaeru.models.scene_query import (
     IMAGE_PROJECTOR_FILE,
@@ -21,8 +27,11 @@ from kitaeru.models.scene_query import (
     encoder_info,
 )
 
+from .config import MultimodalConfig
+from .data import load_scenes
 from .features import EncoderSpec, SceneFeatures
-from .model import SceneSearchModel
+from .inference import all_scene_tensors, load_trained_model, require_trained, trained_features
+from .model import SceneSearchModel, recall_by_direction
 
 SCENES_UMAP_FILE = "scenes_with_umap.json"
 
@@ -88,7 +97,6 @@ def export_vector_db(
     The UMAP map (2-D, 15 neighbours, min_dist 0.1, cosine, seed 42) is computed on the scene-side
     embeddings, the vectors that search compares queries with.
     """
-    from kitaeru.core.console import info
     from kitaeru.viz.umap_projection import umap_2d
 
     kept = [scenes[i] for i in feats.kept]
@@ -112,3 +120,41 @@ def export_vector_db(
     db.save(out / VECTOR_DB_FILE)
     atomic_write_json(out / SCENES_UMAP_FILE, records)
     return {"vector_db": str(out / VECTOR_DB_FILE), "scenes_with_umap": str(out / SCENES_UMAP_FILE)}
+
+
+def encoders_not_trained_with(config: MultimodalConfig, trained: dict[str, Any]) -> list[str]:
+    """The encoder settings given now (whatever their value, the default too) that name another
+    encoder than the projectors were trained with: ``--skip-training`` uses the trained ones."""
+    return sorted(f"--{key.replace('_', '-')}" for key in given_keys(config) & {"text_encoder", "image_encoder"}
+                  if getattr(config, key) != trained[key])
+
+
+def export_trained(config: MultimodalConfig, device: DeviceInfo) -> dict[str, Any]:
+    """``--skip-training``: embed the data with the projectors already in ``--output-dir`` and write
+    ``vector_db.json`` + ``scenes_with_umap.json`` (the training evidence is kept; the export is
+    added to ``training_result.json`` under ``last_export``)."""
+    out = Path(str(config.output_dir))
+    info_ = require_trained(out, "--skip-training")
+    if encoders_not_trained_with(config, info_):
+        warn(f"--skip-training uses the encoders the projectors were trained with ({info_['text_encoder']}, {info_['image_encoder']})")
+    scene_set = load_scenes(config, out)
+    feats = trained_features(out, info_, scene_set.scenes, device=device.device, topics=config.mcap_topics,
+                            workers=config.workers, batch_size=config.encode_batch_size)
+    model = load_trained_model(out, info_)
+    metrics = model.recall(all_scene_tensors(feats))
+    files = export_vector_db(model, feats, scene_set.scenes, out, data_dir=data_source_label(scene_set.source),
+                             encoders={"text": info_["text_encoder"], "image": info_["image_encoder"]})
+    run = RunFolder(out)
+    run.record_skipped(scene_set.skipped + feats.skipped)
+    previous = run.read_result() or {}
+    kept = {k: v for k, v in previous.items() if k not in ("status", "library_versions", "finished_at", "skipped_inputs", "last_export")}
+    export = {"data": scene_set.source, "scenes": len(feats), "recall_all_scenes": recall_by_direction(metrics),
+              "files": files, "device": device.as_dict()}
+    run.write_result(previous.get("status", "exported"), **kept, last_export=export)
+    run.close()
+    if config.s3_output:
+        from kitaeru.core.storage import upload_dir
+
+        upload_dir(out, config.s3_output)
+        export["uploaded_to"] = config.s3_output
+    return export

@@ -111,7 +111,7 @@ def check_export(config) -> None:
     if config.image and not Path(config.image).expanduser().is_file():
         raise DataError(f"--image {config.image}: not found")
     if config.data_dir and not config.image and not Path(config.data_dir).expanduser().is_file():
-        from kitaeru.recipes.detect.dataset import data_yaml_missing
+        from kitaeru.recipes.detect.data import data_yaml_missing
 
         raise data_yaml_missing(str(config.data_dir))
     check_output_path(config.output, setting="--output", kind="file")
@@ -122,7 +122,7 @@ def parity_image(config) -> Path:
     if config.image:
         return Path(config.image).expanduser()
     if config.data_dir:
-        from .dataset import load_data_yaml
+        from .data import load_data_yaml
 
         images = load_data_yaml(config.data_dir).images("val")
         if images:

@@ -65,7 +65,7 @@ def predict_images(config: PredictConfig) -> dict[str, Any]:
     """Run the model over ``config.source``; write annotated images and YOLO txt labels (see module doc)."""
     from .model_source import check_weight_arguments, check_weights, expand_cfg_argument, trained_image_size
     from .ultralytics_env import guarded, prepare_ultralytics
-    from .validate import resolve_detect_device, ultralytics_device_arg
+    from .evaluation import resolve_detect_device, ultralytics_device_arg
 
     check_predict(config)
     if Path(config.model).suffix.lower() == ".onnx":

@@ -20,7 +20,7 @@ from kitaeru.core.device import parse_tier
 from kitaeru.core.run import next_run_dir
 from kitaeru.core.storage import atomic_write_json, check_output_path, ensure_writable_dir
 from kitaeru.core.versions import library_versions
-from kitaeru.recipes.detect.dataset import check_labels, load_data_yaml, write_resolved_yaml
+from kitaeru.recipes.detect.data import check_labels, load_data_yaml, write_resolved_yaml
 
 from .config import TIER_TABLE, TrainConfig, ValConfig, check_device, is_gpu_list
 from .evidence import named_metrics
@@ -100,7 +100,7 @@ def check_val(config: ValConfig) -> None:
         raise ConfigError("--data-dir is required (a YOLO data.yaml)")
     data = Path(config.data_dir).expanduser()
     if not (data.is_file() or (data / "data.yaml").is_file()):
-        from kitaeru.recipes.detect.dataset import data_yaml_missing
+        from kitaeru.recipes.detect.data import data_yaml_missing
 
         raise data_yaml_missing(str(config.data_dir))
     if config.model and ("/" in config.model or "\\" in config.model) and not Path(config.model).expanduser().exists():
@@ -186,7 +186,7 @@ def validate_model(config: ValConfig) -> ValidationRun:
         "library_versions": library_versions(),
     }
     if config.export:
-        from .onnx_export import export_with_parity
+        from .export import export_with_parity
 
         if source.kind != "weights":
             raise ConfigError(f"--export with validation needs .pt weights as --model (got {source.requested})")

@@ -1,138 +1,24 @@
-"""Generated driving scenes whose pictures show what their captions say, for offline demos and tests.
+"""Pictures of the generated driving scenes: a dash-camera-like drawing of what a scene's
+attributes say (sky, road, signs, traffic, weather), deterministic for a given random stream.
 
-Each scene draws six attributes and renders them into a dash-camera-like picture:
-
-* time of day — day (blue sky, sun), dusk (orange horizon), night (dark sky, stars, street lamps,
-  head-light beam, glowing tail lights and windows);
-* weather — clear, rain (grey sky, streaks, dark wet road), fog (distance fades to grey), snow
-  (white ground, falling flakes);
-* road — highway (three lanes, guard rails), city street (buildings, sidewalks, crosswalk, traffic
-  light), rural road (fields, trees, hills, one centre line);
-* vehicles ahead (0-3 cars with tail lights), pedestrians (0-3 people);
-* manoeuvre — straight, turning left / right (the road bends that way, with an arrow on the road or
-  a curve sign), stopping (a red light and a stop line ahead, brake lights on).
-
-The captions say exactly that, in English and in Japanese (two captions per image), and the
-``(T, 6)`` time series (speed, longitudinal acceleration, steering, yaw rate, lateral acceleration,
-brake) follows the manoeuvre, so a model trained on them demonstrably learns: text, picture and
-signal agree.
+The drawing order is the random stream's order: a helper that draws more or fewer random numbers
+would change every later scene picture, so each part keeps its draws in sequence.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-GENERATOR_VERSION = 1
-TIMES = ("day", "dusk", "night")
-WEATHERS = ("clear", "rain", "fog", "snow")
-ROADS = ("highway", "urban", "rural")
-MANEUVERS = ("straight", "turn_left", "turn_right", "stop")
-LOCATIONS = ("boston-seaport", "singapore-onenorth", "singapore-queenstown", "tokyo-shibuya", "tokyo-odaiba")
-TIMESERIES_COLUMNS = ("speed_mps", "accel_long_mps2", "steering_rad", "yaw_rate_radps", "accel_lat_mps2", "brake")
+if TYPE_CHECKING:
+    from .sample_scenes import SceneAttributes
+
 DEFAULT_SIZE = (320, 240)
-DEFAULT_STEPS = 40  # 20 s at 2 Hz
-
-_EN_TIME = {"day": "Daytime", "dusk": "Dusk", "night": "Night"}
-_EN_WEATHER = {"clear": "clear sky", "rain": "heavy rain", "fog": "dense fog", "snow": "snowfall"}
-_EN_ROAD = {"highway": "a multi-lane highway", "urban": "a city street with buildings", "rural": "a rural country road"}
-_EN_COUNT = {1: "One", 2: "Two", 3: "Three"}
-_EN_MANEUVER = {
-    "straight": "drives straight ahead",
-    "turn_left": "turns left",
-    "turn_right": "turns right",
-    "stop": "stops at a red traffic light",
-}
-_JA_TIME = {"day": "昼間", "dusk": "夕方", "night": "夜間"}
-_JA_WEATHER = {"clear": "晴れ", "rain": "大雨", "fog": "濃霧", "snow": "雪"}
-_JA_ROAD = {"highway": "高速道路", "urban": "ビルが並ぶ市街地の道路", "rural": "郊外の田舎道"}
-_JA_MANEUVER = {"straight": "直進する", "turn_left": "左折する", "turn_right": "右折する", "stop": "赤信号で停止する"}
 
 
-@dataclass(frozen=True)
-class SceneAttributes:
-    """What one generated scene shows."""
-
-    time: str
-    weather: str
-    road: str
-    vehicles: int
-    pedestrians: int
-    maneuver: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "time": self.time, "weather": self.weather, "road": self.road, "vehicles": self.vehicles,
-            "pedestrians": self.pedestrians, "maneuver": self.maneuver,
-        }
-
-
-def draw_attributes(rng: np.random.Generator) -> SceneAttributes:
-    """A random but plausible combination (no pedestrians on a highway)."""
-    road = ROADS[rng.integers(len(ROADS))]
-    pedestrians = 0 if road == "highway" or rng.random() < 0.45 else int(rng.integers(1, 4))
-    return SceneAttributes(
-        time=TIMES[rng.integers(len(TIMES))],
-        weather=WEATHERS[rng.integers(len(WEATHERS))],
-        road=road,
-        vehicles=int(rng.integers(0, 4)),
-        pedestrians=pedestrians,
-        maneuver=MANEUVERS[rng.integers(len(MANEUVERS))],
-    )
-
-
-# ---- captions ------------------------------------------------------------------------------------
-def describe_en(a: SceneAttributes) -> str:
-    cars = "No other vehicles ahead" if a.vehicles == 0 else f"{_EN_COUNT[a.vehicles]} car{'s' if a.vehicles > 1 else ''} ahead"
-    if a.pedestrians == 0:
-        people = "no pedestrians"
-    else:
-        people = f"{_EN_COUNT[a.pedestrians].lower()} pedestrian{'s' if a.pedestrians > 1 else ''} near the road"
-    return f"{_EN_TIME[a.time]}, {_EN_WEATHER[a.weather]}, on {_EN_ROAD[a.road]}. {cars}, {people}. The ego vehicle {_EN_MANEUVER[a.maneuver]}."
-
-
-def describe_ja(a: SceneAttributes) -> str:
-    cars = "他の車両なし" if a.vehicles == 0 else f"前方に車が{a.vehicles}台"
-    people = "歩行者なし" if a.pedestrians == 0 else f"道路の近くに歩行者が{a.pedestrians}人"
-    return f"{_JA_TIME[a.time]}、{_JA_WEATHER[a.weather]}の{_JA_ROAD[a.road]}。{cars}、{people}。自車は{_JA_MANEUVER[a.maneuver]}。"
-
-
-# ---- time series ---------------------------------------------------------------------------------
-def scene_timeseries(a: SceneAttributes, rng: np.random.Generator, steps: int = DEFAULT_STEPS) -> np.ndarray:
-    """``(steps, 6)`` float32: speed, longitudinal accel, steering, yaw rate, lateral accel, brake."""
-    t = np.linspace(0.0, 1.0, steps)
-    dt = 20.0 / max(steps - 1, 1)
-    base = {"highway": 27.0, "rural": 17.0, "urban": 11.0}[a.road]
-    base *= (0.8 if a.weather != "clear" else 1.0) * (0.9 if a.time == "night" else 1.0) * (1.0 - 0.05 * a.vehicles)
-    base *= float(rng.uniform(0.9, 1.1))
-    speed = np.full(steps, base)
-    steering = np.zeros(steps)
-    brake = np.zeros(steps)
-    if a.maneuver in ("turn_left", "turn_right"):
-        bump = np.exp(-((t - 0.5) ** 2) / (2 * 0.12**2))
-        sign = 1.0 if a.maneuver == "turn_left" else -1.0
-        steering = sign * float(rng.uniform(0.25, 0.45)) * bump
-        speed = base * (1.0 - 0.45 * bump)
-    elif a.maneuver == "stop":
-        stop_at = float(rng.uniform(0.45, 0.65))
-        speed = base * np.clip(1.0 - t / stop_at, 0.0, 1.0)
-        brake = (t > 0.05).astype(float) * np.where(speed > 0, 0.6, 1.0)
-    speed = np.clip(speed + rng.normal(0, 0.15, steps), 0.0, None)
-    steering = steering + rng.normal(0, 0.01, steps)
-    accel = np.gradient(speed, dt)
-    yaw_rate = speed * np.tan(steering) / 2.7  # bicycle model, 2.7 m wheelbase
-    accel_lat = speed * yaw_rate
-    return np.stack([speed, accel, steering, yaw_rate, accel_lat, brake], axis=1).astype(np.float32)
-
-
-# ---- pictures ------------------------------------------------------------------------------------
 def _mix(c1, c2, f: float) -> tuple[int, int, int]:
     return tuple(int(round(a + (b - a) * f)) for a, b in zip(c1, c2))
 
@@ -165,17 +51,40 @@ class _Road:
         vs = np.linspace(v0, v1, n)
         return [self.edge(v, lo) for v in vs] + [self.edge(v, hi) for v in vs[::-1]]
 
-
-def render_scene(a: SceneAttributes, rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE) -> Image.Image:
+def render_scene(a: "SceneAttributes", rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE) -> Image.Image:
     """Draw the scene described by ``a`` (deterministic for a given ``rng`` state)."""
     w, h = size
     horizon = int(h * float(rng.uniform(0.40, 0.46)))
     img = Image.new("RGB", (w, h))
     d = ImageDraw.Draw(img, "RGBA")
+    night = a.time == "night"
+    _sky(d, a, rng, w, horizon)
+    dark = 0.35 if night else 0.75 if a.time == "dusk" else 1.0
+    ground = {"highway": (95, 140, 75), "urban": (120, 120, 118), "rural": (80, 150, 60)}[a.road]
+    if a.weather == "snow":
+        ground = (232, 234, 240)
+    ground = _mix((0, 0, 0), _jitter(ground, rng), dark)
+    d.rectangle([0, horizon, w, h], fill=ground)
+
+    curve = {"turn_left": -1.0, "turn_right": 1.0}.get(a.maneuver, 0.0) * float(rng.uniform(0.7, 1.0))
+    half_bottom = {"highway": w * 0.62, "urban": w * 0.42, "rural": w * 0.30}[a.road]
+    road = _Road(w, h, horizon, half_bottom, {"highway": 16, "urban": 10, "rural": 5}[a.road], curve)
+    _background(d, a, rng, road, dark)
+    line = _road_surface(d, a, rng, road, dark)
+    _signs_and_lights(d, a, rng, road, line, dark)
+    _traffic(d, a, rng, road, dark)
+    _weather(d, a, rng, w, h)
+    img = img.filter(ImageFilter.GaussianBlur(0.6))
+    if a.weather == "fog":
+        img = _fog(img, horizon, night)
+    noise = rng.normal(0, 4, (h, w, 3))
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+
+
+def _sky(d: ImageDraw.ImageDraw, a: "SceneAttributes", rng: np.random.Generator, w: int, horizon: int) -> None:
+    """The sky's gradient by time of day (greyed when overcast), with stars and moon, sun or setting sun."""
     night, dusk = a.time == "night", a.time == "dusk"
     overcast = a.weather in ("rain", "snow", "fog")
-
-    # sky
     top, low = {"day": ((95, 160, 230), (185, 215, 245)), "dusk": ((70, 55, 120), (250, 150, 70)),
                 "night": ((4, 6, 22), (25, 30, 60))}[a.time]
     if overcast:
@@ -196,18 +105,10 @@ def render_scene(a: SceneAttributes, rng: np.random.Generator, size: tuple[int, 
         sx = int(rng.integers(w // 4, 3 * w // 4))
         d.ellipse([sx, horizon - 14, sx + 28, horizon + 14], fill=(255, 190, 90))
 
-    dark = 0.35 if night else 0.75 if dusk else 1.0
-    ground = {"highway": (95, 140, 75), "urban": (120, 120, 118), "rural": (80, 150, 60)}[a.road]
-    if a.weather == "snow":
-        ground = (232, 234, 240)
-    ground = _mix((0, 0, 0), _jitter(ground, rng), dark)
-    d.rectangle([0, horizon, w, h], fill=ground)
 
-    curve = {"turn_left": -1.0, "turn_right": 1.0}.get(a.maneuver, 0.0) * float(rng.uniform(0.7, 1.0))
-    half_bottom = {"highway": w * 0.62, "urban": w * 0.42, "rural": w * 0.30}[a.road]
-    road = _Road(w, h, horizon, half_bottom, {"highway": 16, "urban": 10, "rural": 5}[a.road], curve)
-
-    # background by road type
+def _background(d: ImageDraw.ImageDraw, a: "SceneAttributes", rng: np.random.Generator, road: _Road, dark: float) -> None:
+    """What stands behind the road: hills (rural), a distant ridge (highway), buildings (city)."""
+    w, horizon = road.w, road.horizon
     if a.road == "rural":
         hill = _mix((0, 0, 0), (60, 110, 70) if a.weather != "snow" else (200, 205, 215), dark)
         pts = [(0, horizon)] + [(x, horizon - 18 * abs(math.sin(x / w * 5 + rng.uniform(0, 0.3)))) for x in range(0, w + 8, 8)] + [(w, horizon)]
@@ -216,9 +117,11 @@ def render_scene(a: SceneAttributes, rng: np.random.Generator, size: tuple[int, 
         d.polygon([(0, horizon), (w * 0.3, horizon - 10), (w * 0.6, horizon - 4), (w, horizon - 12), (w, horizon)],
                   fill=_mix((0, 0, 0), (100, 120, 130), dark))
     if a.road == "urban":
-        _buildings(d, rng, w, h, horizon, road, night, dark)
+        _buildings(d, rng, w, road.h, horizon, road, a.time == "night", dark)
 
-    # road surface, lines and rails
+
+def _road_surface(d: ImageDraw.ImageDraw, a: "SceneAttributes", rng: np.random.Generator, road: _Road, dark: float):
+    """Asphalt, lane markings, rails / sidewalks / roadside trees by road type; returns the line colour."""
     asphalt = (70, 70, 74) if a.weather != "rain" else (45, 46, 52)
     if a.weather == "snow":
         asphalt = (150, 150, 155)
@@ -242,7 +145,13 @@ def render_scene(a: SceneAttributes, rng: np.random.Generator, size: tuple[int, 
         for side in (-1, 1):
             for v in np.linspace(0.05, 0.85, 6) + rng.uniform(-0.02, 0.02):
                 _tree(d, road, v, side * float(rng.uniform(1.6, 2.6)), dark, a.weather == "snow")
+    return line
 
+
+def _signs_and_lights(d: ImageDraw.ImageDraw, a: "SceneAttributes", rng: np.random.Generator, road: _Road, line,
+                      dark: float) -> None:
+    """The manoeuvre's cues (turn arrow and curve sign, stop line and red light) and night lighting."""
+    night = a.time == "night"
     if a.maneuver in ("turn_left", "turn_right"):
         direction = -1 if a.maneuver == "turn_left" else 1
         if a.road == "urban":
@@ -259,7 +168,9 @@ def render_scene(a: SceneAttributes, rng: np.random.Generator, size: tuple[int, 
         beam = [road.edge(0.0, -0.55), road.edge(0.0, 0.55), road.edge(0.45, 0.3), road.edge(0.45, -0.3)]
         d.polygon(beam, fill=(255, 240, 190, 55))
 
-    # traffic: far objects first so near ones overlap them
+
+def _traffic(d: ImageDraw.ImageDraw, a: "SceneAttributes", rng: np.random.Generator, road: _Road, dark: float) -> None:
+    """Cars and pedestrians, far ones first so near ones overlap them."""
     objects: list[tuple[float, str, Any]] = []
     lanes = {"highway": (-2 / 3, 0.0, 2 / 3), "urban": (-0.5, 0.5), "rural": (-0.45, 0.45)}[a.road]
     for i in range(a.vehicles):
@@ -271,24 +182,21 @@ def render_scene(a: SceneAttributes, rng: np.random.Generator, size: tuple[int, 
         objects.append((v, "person", offset))
     for v, kind, offset in sorted(objects, key=lambda o: -o[0]):
         if kind == "car":
-            _car(d, road, v, offset, rng, night, braking=a.maneuver == "stop", dark=dark)
+            _car(d, road, v, offset, rng, a.time == "night", braking=a.maneuver == "stop", dark=dark)
         else:
             _person(d, road, v, offset, rng, dark)
 
-    # weather over everything
+
+def _weather(d: ImageDraw.ImageDraw, a: "SceneAttributes", rng: np.random.Generator, w: int, h: int) -> None:
+    """Rain streaks or snowflakes over everything (fog is applied to the finished picture)."""
     if a.weather == "rain":
         for _ in range(170):
             x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
-            d.line([(x, y), (x - 4, y + 14)], fill=(210, 215, 230, 120 if not night else 80), width=1)
+            d.line([(x, y), (x - 4, y + 14)], fill=(210, 215, 230, 120 if a.time != "night" else 80), width=1)
     elif a.weather == "snow":
         for _ in range(220):
             x, y, r = float(rng.uniform(0, w)), float(rng.uniform(0, h)), float(rng.uniform(0.8, 2.2))
             d.ellipse([x - r, y - r, x + r, y + r], fill=(250, 250, 255, 220))
-    img = img.filter(ImageFilter.GaussianBlur(0.6))
-    if a.weather == "fog":
-        img = _fog(img, horizon, night)
-    noise = rng.normal(0, 4, (h, w, 3))
-    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
 
 
 def _dashes(d: ImageDraw.ImageDraw, road: _Road, offset: float, color, width: int) -> None:
@@ -420,87 +328,3 @@ def _fog(img: Image.Image, horizon: int, night: bool) -> Image.Image:
     alpha = (0.35 + 0.5 * distance)[:, None, None]
     haze = np.array((70, 70, 78) if night else (205, 207, 210), dtype=np.float32)
     return Image.fromarray(np.clip(arr * (1 - alpha) + haze * alpha, 0, 255).astype(np.uint8))
-
-
-# ---- whole sets ------------------------------------------------------------------------------------
-def generate_scene(index: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE, steps: int = DEFAULT_STEPS):
-    """Scene ``index`` of the set seeded by ``seed``: ``(record, image, time series)``; each scene has
-    its own random stream, so a set of N is the first N scenes of any larger set."""
-    rng = np.random.default_rng([seed, index])
-    attrs = draw_attributes(rng)
-    scene_id = f"scene-{index + 1:04d}"
-    record = {
-        "scene_id": scene_id,
-        "description": [describe_en(attrs), describe_ja(attrs)],
-        "location": LOCATIONS[int(rng.integers(len(LOCATIONS)))],
-        "image_path": f"images/{scene_id}.jpg",
-        "metadata": {**attrs.as_dict(), "generated": True},
-    }
-    return record, render_scene(attrs, rng, size), scene_timeseries(attrs, rng, steps)
-
-
-def write_sample_scenes(
-    out_dir: str | os.PathLike,
-    num_scenes: int = 240,
-    *,
-    seed: int = 0,
-    timeseries: bool = True,
-    size: tuple[int, int] = DEFAULT_SIZE,
-) -> Path:
-    """Write a scene folder (``scenes_metadata.json``, ``images/``, ``timeseries/``) of generated scenes.
-
-    A folder already holding the same set (same count, seed, size and generator version) is reused
-    as it is, so repeated runs do not rewrite thousands of files. ``scenes_metadata.json`` is written
-    last: an interrupted generation leaves no readable, half-complete set behind.
-    """
-    import io
-
-    from kitaeru.core.console import track
-    from kitaeru.core.storage import atomic_write_bytes, atomic_write_json, ensure_writable_dir, read_json
-
-    if num_scenes < 1:
-        from kitaeru.core.errors import ConfigError
-
-        raise ConfigError(f"--num-scenes: must be at least 1 (got {num_scenes})")
-    created = not Path(out_dir).exists()
-    out = ensure_writable_dir(out_dir)
-    info = {"generator_version": GENERATOR_VERSION, "num_scenes": num_scenes, "seed": seed,
-            "size": list(size), "timeseries": timeseries}
-    info_path = out / "sample_info.json"
-    if info_path.is_file() and (out / "scenes_metadata.json").is_file():
-        try:
-            if read_json(info_path) == info:
-                return out
-        except Exception:  # noqa: BLE001 - an unreadable marker just means: generate again
-            pass
-    (out / "images").mkdir(exist_ok=True)
-    if timeseries:
-        (out / "timeseries").mkdir(exist_ok=True)
-    records, new_files = [], []
-    try:
-        for i in track(range(num_scenes), "generating sample scenes", total=num_scenes):
-            record, image, series = generate_scene(i, seed, size)
-            buf = io.BytesIO()
-            image.save(buf, format="JPEG", quality=90)
-            files = [(out / record["image_path"], buf.getvalue())]
-            if timeseries:
-                npy = io.BytesIO()
-                np.save(npy, series)
-                files.append((out / "timeseries" / f"{record['scene_id']}.npy", npy.getvalue()))
-            for path, data in files:
-                if not path.exists():
-                    new_files.append(path)
-                atomic_write_bytes(path, data)
-            records.append(record)
-        atomic_write_json(out / "scenes_metadata.json", records)
-    except BaseException:
-        # A full disk or Ctrl-C: no scene folder without its scenes_metadata.json is left behind
-        # (a folder this call made goes; in an existing one, only the files it added).
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        else:
-            for path in new_files:
-                path.unlink(missing_ok=True)
-        raise
-    atomic_write_json(info_path, info)
-    return out
