@@ -90,7 +90,7 @@ def test_docclass_offline_wandb_run_holds_the_results(cli, tmp_path, monkeypatch
         got = [(h["trainer/global_step"], h[column]) for h in history if column in h]
         assert [s for s, _ in got] == [s for s, _ in want], column
         assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-5), column
-    assert config["optim.lr"] == 0.003 and config["train.epochs"] == 2 and config["name"] == "cpu_quickstart"
+    assert config["optim.learning_rate"] == 0.003 and config["train.epochs"] == 2 and config["name"] == "cpu_quickstart"
     assert summary["status"] == "completed"
     [exit_record] = [r for r in records if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit.exit_code == 0
@@ -107,7 +107,7 @@ def test_docclass_offline_wandb_run_holds_the_results(cli, tmp_path, monkeypatch
     for row in rows:
         [same] = [m for m in logged if m["step"] == row["epoch"]]
         assert float(same["val_auroc"]) == pytest.approx(float(row["val_auroc"]), rel=1e-5)
-    assert "optim.lr" in (run_dir / "csv_logs" / "hparams.yaml").read_text()
+    assert "optim.learning_rate" in (run_dir / "csv_logs" / "hparams.yaml").read_text()
 
 
 @pytest.mark.slow
