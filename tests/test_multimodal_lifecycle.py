@@ -60,6 +60,8 @@ def test_aliases_overrides_and_json(quick_run):
     assert printed == _result(out)  # --json prints the run's result, nothing else on stdout
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    # the evidence format's column order (a column named "seconds" records each epoch's duration;
+    # nothing here compares a duration with a limit)
     assert list(rows[0])[:3] == ["epoch", "seconds", "train_loss"] and {"lr", "temperature", "t2i_R@5"} <= set(rows[0])
     assert all(float(r["lr"]) == pytest.approx(0.01) for r in rows)  # --lr
     config = (out / "config.yaml").read_text()

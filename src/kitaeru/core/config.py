@@ -156,6 +156,13 @@ def key_aliases(schema: type[BaseModel]) -> dict[str, str]:
     return out
 
 
+def canonical_keys(schema: type[BaseModel], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with each top-level key that is an alias renamed to its field (a run's saved
+    config or a checkpoint's plan written before a setting was renamed keeps its meaning)."""
+    aliases = key_aliases(schema)
+    return {(k if k in schema.model_fields else aliases.get(k, k)): v for k, v in values.items()}
+
+
 def resolve_key(schema: type[BaseModel], key: str, *, passthrough: str | None = None) -> str:
     """The dotted field path a user's ``key`` means: a path, an alias, or (with ``passthrough``)
     ``<passthrough>.<key>``. Unknown keys get a "did you mean" from the known names."""

@@ -181,16 +181,14 @@ def new_run_dir(root: str | os.PathLike, name: Optional[str], layout: RunLayout,
 def saved_config(config: C, run_dir: str | os.PathLike, layout: RunLayout, *, now: Mapping[str, Any] | None = None) -> C:
     """The run's saved ``config.yaml`` with the given settings of ``config`` on top (``now`` adds
     or replaces values after that, e.g. the resolved ``resume``)."""
-    from .config import deep_merge, format_validation_error, key_aliases, read_yaml
+    from .config import canonical_keys, deep_merge, format_validation_error, read_yaml
 
     schema = type(config)
     file = Path(run_dir) / CONFIG_YAML
     saved = read_yaml(file)
     if not isinstance(saved, dict):
         raise ConfigError(f"{file}: expected a mapping of settings")
-    aliases = key_aliases(schema)
-    # runs written before a setting was renamed keep resuming under the new name
-    saved = {(k if k in schema.model_fields else aliases.get(k, k)): v for k, v in saved.items()}
+    saved = canonical_keys(schema, saved)  # runs written before a setting was renamed keep resuming
     given = given_settings(config)
     for group in layout.replace_together:
         if group & set(given):

@@ -278,8 +278,6 @@ def plan_field(key: str) -> str:
     return resolve_key(TrainConfig, key)
 
 
-
-
 class ValConfig(RecipeConfig):
     """``kitaeru detect val``: metrics of a model on a dataset split."""
 

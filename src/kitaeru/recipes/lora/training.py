@@ -99,10 +99,9 @@ def _open_resumed(config: TrainConfig) -> tuple[OpenedRun[TrainConfig], Optional
 def saved_plan(state: dict) -> dict:
     """A checkpoint's plan by field name; checkpoints written before the plan used the field names
     spell them as the schema's aliases do (``batch`` for ``batch_size``)."""
-    from kitaeru.core.config import key_aliases
+    from kitaeru.core.config import canonical_keys
 
-    aliases = key_aliases(TrainConfig)
-    plan = {(k if k in TrainConfig.model_fields else aliases.get(k, k)): v for k, v in (state.get("plan") or {}).items()}
+    plan = canonical_keys(TrainConfig, state.get("plan") or {})
     return {k: v for k, v in plan.items() if k in PLAN_FIELDS}
 
 
