@@ -129,3 +129,17 @@ def test_every_training_recipe_uses_the_one_run_setup():
         text = "".join(p.read_text(encoding="utf-8") for p in (src / recipe).glob("*.py"))
         assert "RunLayout(" in text, f"{recipe}: no RunLayout (its runs are not opened through core.run_setup)"
         assert "run_setup" in text
+
+
+def test_a_weights_file_stands_for_its_run(tmp_path):
+    from kitaeru.core.run_setup import weights_file_run
+
+    run = _saved_run(tmp_path, "train", "epochs: 4\n")
+    (run / "weights").mkdir()
+    for name in ("last.pt", "last.ckpt"):
+        (run / "weights" / name).write_bytes(b"x")
+    (run / "best.pt").write_bytes(b"x")
+    pt = weights_file_run(".pt")
+    assert pt(run / "weights" / "last.pt") == run and pt(run / "best.pt") == run and pt(run) == run
+    assert pt(run / "weights" / "last.ckpt") == run / "weights" / "last.ckpt"  # not a .pt: refused later
+    assert weights_file_run()(run / "config.yaml") == run

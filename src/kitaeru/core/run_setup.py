@@ -127,6 +127,18 @@ def _stamp(folder: Path) -> float:
     return folder.stat().st_mtime
 
 
+def weights_file_run(*suffixes: str) -> Callable[[Path], Path]:
+    """A ``RunLayout.locate``: a weights file given to ``--resume`` (``RUN/weights/last.pt``, or a
+    file beside the config; any of ``suffixes``, or any file) stands for the run folder holding it."""
+
+    def locate(path: Path) -> Path:
+        if path.is_file() and (not suffixes or path.suffix in suffixes):
+            return path.parent.parent if path.parent.name == "weights" else path.parent
+        return path
+
+    return locate
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """How one recipe's training runs sit on disk — declared once, next to its schema."""

@@ -30,7 +30,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from kitaeru.core.config import MAX_IMAGE_SIZE, Epochs, RecipeConfig, RunName, resolve_key, setting
 from kitaeru.core.device import GpuTier
 from kitaeru.core.run_dirs import RESULT_JSON
-from kitaeru.core.run_setup import RunLayout
+from kitaeru.core.run_setup import RunLayout, weights_file_run
 from kitaeru.core.tracking import TrackingSettings, tracking_section
 
 RECIPE = "detect"
@@ -75,19 +75,11 @@ def _is_run(folder: Path) -> bool:
     return (folder / RESULT_JSON).is_file()
 
 
-def _run_of(path: Path) -> Path:
-    """What ``--resume`` may name besides a run folder: a ``.pt`` of the run (``weights/last.pt``)."""
-    path = path.resolve()
-    if path.is_file() and path.name.endswith(".pt"):
-        return path.parent.parent if path.parent.name == "weights" else path.parent
-    return path
-
-
 # How detect's training runs sit on disk: <output-dir>/train, train2 ... (a given name is numbered
 # the same way, as Ultralytics' name= is); --resume latest finds the newest unfinished one, and a
 # resumed run keeps the data, model and epochs Ultralytics' checkpoint was made with.
 TRAIN_RUNS = RunLayout(
-    recipe=RECIPE, what="detect", is_run=_is_run, locate=_run_of, default_name="train", unfinished_only=True,
+    recipe=RECIPE, what="detect", is_run=_is_run, locate=weights_file_run(".pt"), default_name="train", unfinished_only=True,
     pinned={"data_dir": "--data-dir", "model": "--model", "epochs": "--epochs"}, name_setting="--name",
     numbered_names=True, marker=RESULT_JSON,
 )

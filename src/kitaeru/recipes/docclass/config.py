@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from kitaeru.core.config import Epochs, RecipeConfig, RunName, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
 from kitaeru.core.run_dirs import RESULT_JSON
-from kitaeru.core.run_setup import CONFIG_YAML, RunLayout
+from kitaeru.core.run_setup import CONFIG_YAML, RunLayout, weights_file_run
 from kitaeru.core.tracking import TrackingSettings, tracking_section
 from kitaeru.export.onnx import OnnxSpec
 
@@ -248,14 +248,9 @@ def _is_run(folder: Path) -> bool:
     return (folder / CONFIG_YAML).is_file() and ((folder / "weights").is_dir() or (folder / RESULT_JSON).is_file())
 
 
-def _run_of(path: Path) -> Path:
-    """``--resume RUN/weights/last.ckpt`` means the run folder around the checkpoint."""
-    return path.parent.parent if path.is_file() and path.suffix == ".ckpt" and path.parent.name == "weights" else path
-
-
 # How docclass runs sit under train.output_dir: the config's name numbered (name, name2, ...; the
 # default name below is replaced by config.name), or exactly --run-name.
-RUN_LAYOUT = RunLayout(recipe=RECIPE_NAME, what="docclass", is_run=_is_run, locate=_run_of, default_name="docclass",
+RUN_LAYOUT = RunLayout(recipe=RECIPE_NAME, what="docclass", is_run=_is_run, locate=weights_file_run(".ckpt"), default_name="docclass",
                        name_setting="--run-name")
 
 

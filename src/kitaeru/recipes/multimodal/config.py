@@ -18,7 +18,7 @@ from kitaeru.core.config import Epochs, RecipeConfig, setting
 from kitaeru.core.distributed import DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, DeviceCount, Strategy
 from kitaeru.core.errors import ConfigError
 from kitaeru.core.run_dirs import RESULT_JSON
-from kitaeru.core.run_setup import OpenedRun, RunLayout, find_run, has_config, open_run, saved_config
+from kitaeru.core.run_setup import OpenedRun, RunLayout, find_run, has_config, open_run, saved_config, weights_file_run
 from kitaeru.core.tracking import TrackingSettings, tracking_section
 
 DEFAULT_RUNS = "runs"
@@ -147,11 +147,8 @@ SOURCE_KEYS = ("data_dir", "nuscenes_path", "use_sample_data")
 LAST_CHECKPOINT = "weights/last.ckpt"
 
 
-def _run_of(path: Path) -> Path:
-    """A file inside a run given to --resume (``weights/last.ckpt``, ``config.yaml`` ...) -> its run folder."""
-    if path.is_file():
-        return path.parent.parent if path.parent.name == "weights" else path.parent
-    return path
+# A file inside a run given to --resume (``weights/last.ckpt``, ``config.yaml`` ...) -> its run folder.
+_run_of = weights_file_run()
 
 
 def _is_multimodal_run(folder: Path) -> bool:
