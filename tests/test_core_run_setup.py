@@ -143,3 +143,23 @@ def test_a_weights_file_stands_for_its_run(tmp_path):
     assert pt(run / "weights" / "last.pt") == run and pt(run / "best.pt") == run and pt(run) == run
     assert pt(run / "weights" / "last.ckpt") == run / "weights" / "last.ckpt"  # not a .pt: refused later
     assert weights_file_run()(run / "config.yaml") == run
+
+
+def test_the_other_processes_of_a_run_join_rank_zeros_folder(tmp_path, monkeypatch):
+    from kitaeru.core.distributed import RUN_DIR_ENV
+
+    shared = RunLayout("demo", "demo", joins_rank_zero=True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match="share one run folder: give --name"):  # torchrun: no one may number alone
+        open_run(Demo(), shared, root=tmp_path)
+    _saved_run(tmp_path, "mine", "epochs: 4\n", status="completed")
+    with pytest.raises(ConfigError, match="already holds a run"):  # rank 0 refuses a used name
+        open_run(Demo(), shared, root=tmp_path, name="mine")
+    monkeypatch.setenv("RANK", "1")
+    assert open_run(Demo(), shared, root=tmp_path, name="mine").run_dir == tmp_path / "mine"  # rank 0 checked it
+    monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path / "mine"))  # a ddp child handed rank 0's folder
+    joined = open_run(Demo(), shared, root=tmp_path / "elsewhere")
+    assert joined.run_dir == tmp_path / "mine" and not joined.resumed
+    resumed = open_run(Demo.model_validate({"resume": "latest"}), shared, root=tmp_path / "elsewhere", resume="latest")
+    assert resumed.run_dir == tmp_path / "mine" and resumed.config.epochs == 4

@@ -157,6 +157,9 @@ class RunLayout:
     numbered_names: bool = False
     # The file ``is_run`` looks for, named when a folder is refused as a run folder.
     marker: str = CONFIG_YAML
+    # Several processes train one run (a ddp child Lightning/Fabric started, torchrun/SLURM ranks):
+    # the others join the folder rank 0 chose, and rank 0 alone refuses a used name.
+    joins_rank_zero: bool = False
 
 
 def find_run(reference: str, root: str | os.PathLike, layout: RunLayout) -> Path:
@@ -239,6 +242,16 @@ def open_run(config: C, layout: RunLayout, *, root: str | os.PathLike, name: Opt
     """Pick the run's folder and config: ``--resume`` finds the run and merges its saved config with
     what was given now; a new run gets ``root/name`` or the next free ``root/<default>N``. Cheap
     (no folder is created): call it before heavy imports so a mistake costs nothing."""
+    if layout.joins_rank_zero:
+        from .distributed import is_rank_zero, place, shared_run_dir
+
+        handed = shared_run_dir()  # rank 0's folder, already checked and in use
+        if handed and not resume:
+            return OpenedRun(config, Path(handed), False, layout)
+        resume = handed or resume
+        if not (resume or name) and place().world_size > 1:  # torchrun/SLURM: none can number a folder alone
+            raise ConfigError(f"several processes (torchrun/SLURM) share one run folder: give {layout.name_setting}")
+        exist_ok = exist_ok or not is_rank_zero()
     if resume:
         run_dir = find_run(str(resume), root, layout)
         merged = saved_config(config, run_dir, layout, now={"resume": str(run_dir), **(now or {})})

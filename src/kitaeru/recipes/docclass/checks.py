@@ -33,21 +33,14 @@ def open_training_run(config: "TrainConfig") -> "OpenedRun[TrainConfig]":
     """
     from dataclasses import replace
 
-    from kitaeru.core.distributed import is_rank_zero, shared_run_dir
-    from kitaeru.core.run_setup import OpenedRun, open_run, saved_config
+    from kitaeru.core.run_setup import open_run, saved_config
 
     from .checkpoint import config_differences
     from .config import RUN_LAYOUT
 
     layout = replace(RUN_LAYOUT, default_name=config.name)
     root = Path(config.train.output_dir)
-    handed = shared_run_dir()  # a process Lightning started for ddp joins rank 0's run folder
-    if handed and not config.resume:
-        return OpenedRun(config, Path(handed), False, layout)
-    if not handed and not is_rank_zero() and config.run_name and not config.resume:
-        return OpenedRun(config, root / config.run_name, False, layout)  # torchrun/SLURM: rank 0 checks it
-    opened = open_run(config, layout, root=root, name=config.run_name, resume=handed or config.resume,
-                      exist_ok=config.exist_ok)
+    opened = open_run(config, layout, root=root, name=config.run_name, resume=config.resume, exist_ok=config.exist_ok)
     if opened.resumed:
         changed = config_differences(saved_config(type(config)(), opened.run_dir, layout), opened.config)
         if changed:

@@ -251,7 +251,7 @@ def _is_run(folder: Path) -> bool:
 # How docclass runs sit under train.output_dir: the config's name numbered (name, name2, ...; the
 # default name below is replaced by config.name), or exactly --run-name.
 RUN_LAYOUT = RunLayout(recipe=RECIPE_NAME, what="docclass", is_run=_is_run, locate=weights_file_run(".ckpt"), default_name="docclass",
-                       name_setting="--run-name")
+                       name_setting="--run-name", joins_rank_zero=True)
 
 
 class TrainConfig(DocclassConfig):

@@ -51,7 +51,7 @@ LORA_RUNS = RunLayout(
     pinned={"rank": "--rank", "lora_alpha": "--lora-alpha", "target_modules": "--target-modules",
             "train_text_encoder": "--train-text-encoder"},
     # --epochs given on resume means train by epochs: the saved step budget would silently win over it
-    replace_together=(frozenset({"epochs", "max_train_steps"}),))
+    replace_together=(frozenset({"epochs", "max_train_steps"}),), joins_rank_zero=True)
 # The settings the OOM ladder may change, by their field names (the plan of a checkpoint's state.json).
 PLAN_FIELDS = ("batch_size", "gradient_accumulation", "gradient_checkpointing", "resolution")
 
@@ -67,20 +67,9 @@ def check_train(config: TrainConfig) -> None:
 def open_lora_run(config: TrainConfig) -> tuple[OpenedRun[TrainConfig], Optional[Path], dict]:
     """(the run: folder and config, the checkpoint to start from, the plan the OOM ladder settled on
     before) — cheap, nothing is created."""
-    from kitaeru.core.distributed import is_rank_zero, place, shared_run_dir
-
-    handed = shared_run_dir()  # a process Fabric started for ddp joins rank 0's run folder
-    if not (handed or config.name or config.resume) and place().world_size > 1:
-        # torchrun/SLURM started every process: none can number a folder alone
-        raise ConfigError("several processes (torchrun/SLURM) share one run folder: give --name")
     if config.resume:
         return _open_resumed(config)
-    if handed:
-        return OpenedRun(config, Path(handed), False, LORA_RUNS), None, {}
-    # only rank 0 refuses a used --name: the other processes find the folder rank 0 already opened
-    opened = open_run(config, LORA_RUNS, root=config.output_dir, name=config.name,
-                      exist_ok=config.exist_ok or not is_rank_zero())
-    return opened, None, {}
+    return open_run(config, LORA_RUNS, root=config.output_dir, name=config.name, exist_ok=config.exist_ok), None, {}
 
 
 def _open_resumed(config: TrainConfig) -> tuple[OpenedRun[TrainConfig], Optional[Path], dict]:
